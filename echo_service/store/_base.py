@@ -1,0 +1,220 @@
+"""The journal's contract: records, and the operations the engine relies on.
+
+The store knows nothing of gRPC, protobuf or the engine's types. Action
+arguments, options and outcomes reach it as opaque ``bytes`` that the engine
+encodes; the store indexes only what it needs to schedule and to answer
+queries (state, priority, due time, idempotency key).
+
+Concurrency contract, shared by every implementation:
+
+* Every method is safe to call from any thread.
+* Writes are ordered: a write submitted after another commits after it, and
+  events get sequence numbers in commit order, with no gaps and no reuse.
+* ``insert`` returns only when its actions are durable (for the stores that
+  are durable at all). ``record`` returns a future that resolves when its
+  transition is durable; the caller need not wait, but ``flush`` waits for
+  every write submitted before it.
+* Listeners registered with ``add_listener`` see every committed event once,
+  in sequence order, on the store's writer thread, after the commit. They must
+  be quick and must not call back into the store's write methods.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = [
+    "ActionRecord",
+    "EventListener",
+    "EventRecord",
+    "Inserted",
+    "NewAction",
+    "State",
+    "Store",
+    "Transition",
+]
+
+
+class State(enum.StrEnum):
+    """Where an action is in its life. The names match the contract's enum."""
+
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    PROGRESS = "progress"  # an event kind only; never an action's state
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class NewAction:
+    """An action to insert. ``due_at`` is epoch seconds; ``payload`` is opaque."""
+
+    id: str
+    name: str
+    payload: bytes
+    priority: int
+    due_at: float
+    idempotency_key: str | None = None
+    parent_id: str | None = None
+    event_payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """An action as the journal holds it."""
+
+    id: str
+    name: str
+    payload: bytes
+    state: State
+    priority: int
+    due_at: float
+    attempt: int
+    idempotency_key: str | None
+    parent_id: str | None
+    created_at: float
+    updated_at: float
+    outcome: bytes | None
+    """Engine-encoded result or error once finished (or the last error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What ``insert`` did with one ``NewAction``.
+
+    ``duplicate`` is true when an unexpired action with the same idempotency
+    key already existed; ``record`` is then that first action, and nothing
+    was written for the new one.
+    """
+
+    record: ActionRecord
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One journaled state change, numbered by the global ``sequence``."""
+
+    sequence: int
+    action_id: str
+    name: str
+    state: State
+    attempt: int
+    at: float
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A state change of one action, journaled together with its event.
+
+    ``state`` becomes the action's state unless it is ``State.PROGRESS``, which
+    only appends an event. ``due_at`` (when not None) replaces the due time,
+    ``outcome`` (when not None) replaces the stored outcome, ``attempt`` (when
+    not None) replaces the attempt count. A finished state also drops the
+    claim.
+    """
+
+    action_id: str
+    state: State
+    attempt: int | None = None
+    due_at: float | None = None
+    outcome: bytes | None = None
+    event_payload: bytes = b""
+    release: bool = False
+    """Drop the action's claim in the same transaction (a retry waits again)."""
+
+
+EventListener = Callable[[Sequence[EventRecord]], None]
+
+
+class Store(Protocol):
+    """The journal. See the module docstring for the concurrency contract."""
+
+    def insert(self, actions: Sequence[NewAction]) -> list[Inserted]:
+        """Insert all actions in one transaction, each with an ACCEPTED event.
+
+        Idempotency keys are checked inside the same transaction. Returns when
+        durable. Raises ``StoreError`` with the cause chained on failure, in
+        which case nothing of the batch was written.
+        """
+        ...
+
+    def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
+        """Apply transitions and append their events, in order, atomically."""
+        ...
+
+    def flush(self) -> None:
+        """Block until every write submitted so far is durable."""
+        ...
+
+    def claim(self, *, now: float, limit: int, owner: str) -> list[ActionRecord]:
+        """Take up to ``limit`` due, unclaimed, unfinished actions for ``owner``.
+
+        Highest priority first, then earliest due time, then insertion order.
+        A claimed action is not returned again until released. The claim is
+        not an event: the engine records QUEUED itself.
+        """
+        ...
+
+    def release(self, action_ids: Iterable[str]) -> None:
+        """Make claimed actions claimable again (after a retry delay, say)."""
+        ...
+
+    def recover(self, owner: str) -> int:
+        """Release every claim (a restart); returns how many were unfinished."""
+        ...
+
+    def next_due(self) -> float | None:
+        """Earliest due time among unclaimed unfinished actions, if any."""
+        ...
+
+    def waiting(self) -> int:
+        """How many unfinished actions exist (claimed or not)."""
+        ...
+
+    def get(self, action_id: str) -> ActionRecord | None: ...
+
+    def events_after(
+        self,
+        sequence: int,
+        *,
+        limit: int,
+        action_ids: frozenset[str] = frozenset(),
+        names: frozenset[str] = frozenset(),
+    ) -> list[EventRecord]:
+        """Committed events with a sequence above ``sequence``, ascending."""
+        ...
+
+    def last_sequence(self) -> int:
+        """The highest committed sequence, 0 for an empty journal."""
+        ...
+
+    def purge(self, *, finished_before: float, keys_before: float) -> int:
+        """Remove finished actions (and their events) and expired keys."""
+        ...
+
+    def add_listener(self, listener: EventListener) -> None: ...
+
+    def healthy(self) -> bool:
+        """True while the journal can be written."""
+        ...
+
+    def close(self) -> None:
+        """Flush, stop the writer and release the database."""
+        ...
