@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 # Tools the end-to-end and interop tests drive: grpcurl, grpc_health_probe,
 # ghz, the Node and Go clients' dependencies, and a real proxy.
 tools: $(STAMP)
+	bash scripts/install_system.sh
 	bash scripts/install_tools.sh
 
 generate: $(STAMP)
