@@ -14,9 +14,26 @@ Concurrency contract, shared by every implementation:
   are durable at all). ``record`` returns a future that resolves when its
   transition is durable; the caller need not wait, but ``flush`` waits for
   every write submitted before it.
+* Writes from many callers are grouped: the writer takes everything queued,
+  applies it in one transaction and commits once, so durability costs one
+  sync per group, not one per action. A caller's own write is atomic: if it
+  fails (say ``NotFound`` for an unknown action id) nothing of it is written
+  and the other writes of the group are unaffected. If the commit itself
+  fails, every write of the group fails with ``StoreError`` or
+  ``Unavailable`` and ``healthy()`` turns False until a commit succeeds.
 * Listeners registered with ``add_listener`` see every committed event once,
-  in sequence order, on the store's writer thread, after the commit. They must
-  be quick and must not call back into the store's write methods.
+  in sequence order, on the store's writer thread, after the commit and after
+  the futures of that group have resolved. ``flush`` returns only once the
+  listeners have been handed every event written before it. Listeners must
+  be quick, must not block on a thread that may be waiting for a store write,
+  and must not call back into the store's write methods (reads are fine).
+* Claims carry an owner and optionally a lease. A claim without a lease holds
+  until it is released, the action finishes, or ``recover`` runs; a claim
+  with a lease may be taken by any claimer once the lease has run out, which
+  is how a replica that died gives its work back in a shared journal.
+  Single-node stores hold their data exclusively (a second process on the
+  same files gets ``Unavailable``), so their ``recover`` releases every
+  claim.
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ import enum
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 __all__ = [
@@ -91,6 +109,10 @@ class ActionRecord:
     updated_at: float
     outcome: bytes | None
     """Engine-encoded result or error once finished (or the last error)."""
+    owner: str | None = None
+    """Who holds the claim on it, if anyone."""
+    lease_until: float | None = None
+    """Epoch seconds after which the claim may be taken; None: no expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +146,11 @@ class Transition:
     """A state change of one action, journaled together with its event.
 
     ``state`` becomes the action's state unless it is ``State.PROGRESS``, which
-    only appends an event. ``due_at`` (when not None) replaces the due time,
-    ``outcome`` (when not None) replaces the stored outcome, ``attempt`` (when
-    not None) replaces the attempt count. A finished state also drops the
+    only appends an event (carrying ``attempt`` when given). ``due_at`` (when
+    not None) replaces the due time, ``outcome`` (when not None) replaces the
+    stored outcome, ``attempt`` (when not None) replaces the attempt count.
+    The store applies transitions as given, also to a finished action: which
+    transitions are legal is the engine's rule. A finished state also drops the
     claim.
     """
 
@@ -156,19 +180,43 @@ class Store(Protocol):
         ...
 
     def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
-        """Apply transitions and append their events, in order, atomically."""
+        """Apply transitions and append their events, in order, atomically.
+
+        The future fails with ``NotFound`` (and nothing is written) when an
+        action id is unknown, with ``StoreError``/``Unavailable`` when the
+        journal fails; the store does not log those, the waiter decides.
+        """
         ...
 
     def flush(self) -> None:
         """Block until every write submitted so far is durable."""
         ...
 
-    def claim(self, *, now: float, limit: int, owner: str) -> list[ActionRecord]:
+    def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        owner: str,
+        lease: timedelta | None = None,
+    ) -> list[ActionRecord]:
         """Take up to ``limit`` due, unclaimed, unfinished actions for ``owner``.
 
         Highest priority first, then earliest due time, then insertion order.
-        A claimed action is not returned again until released. The claim is
-        not an event: the engine records QUEUED itself.
+        A claimed action is not returned again until released, or until its
+        lease (``now + lease``; None: no expiry) has run out. Only ``limit``
+        rows are read. The claim is not an event: the engine records QUEUED
+        itself.
+        """
+        ...
+
+    def renew(
+        self, action_ids: Iterable[str], *, owner: str, now: float, lease: timedelta
+    ) -> set[str]:
+        """Extend ``owner``'s leases to ``now + lease``; returns the ids it holds.
+
+        An id missing from the answer was lost (taken by another claimer after
+        the lease ran out, or finished): its runner should stop.
         """
         ...
 
@@ -177,7 +225,12 @@ class Store(Protocol):
         ...
 
     def recover(self, owner: str) -> int:
-        """Release every claim (a restart); returns how many were unfinished."""
+        """Make accepted but unfinished work claimable again after a restart.
+
+        Releases the claims held by ``owner`` (every claim, in single-node
+        stores). Due times, attempts and priorities stay as journaled.
+        Returns how many claims on unfinished actions it released.
+        """
         ...
 
     def next_due(self) -> float | None:
@@ -198,7 +251,12 @@ class Store(Protocol):
         action_ids: frozenset[str] = frozenset(),
         names: frozenset[str] = frozenset(),
     ) -> list[EventRecord]:
-        """Committed events with a sequence above ``sequence``, ascending."""
+        """Committed events with a sequence above ``sequence``, ascending.
+
+        An empty filter set means no filter; when both are given an event must
+        match both. Events of purged actions are gone, so a reader resuming
+        from before a purge sees a hole where they were.
+        """
         ...
 
     def last_sequence(self) -> int:
@@ -206,7 +264,12 @@ class Store(Protocol):
         ...
 
     def purge(self, *, finished_before: float, keys_before: float) -> int:
-        """Remove finished actions (and their events) and expired keys."""
+        """Remove finished actions (and their events) and expired keys.
+
+        Actions finished (last updated) before ``finished_before`` go with
+        their events and their idempotency key; keys created before
+        ``keys_before`` go too. Returns how many actions were removed.
+        """
         ...
 
     def add_listener(self, listener: EventListener) -> None: ...

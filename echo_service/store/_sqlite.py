@@ -1,0 +1,900 @@
+"""The default journal: one SQLite file in WAL mode, written by one thread.
+
+Durability. The database runs in WAL mode with ``synchronous=FULL``: every
+commit syncs the WAL before ``insert`` answers, so an acknowledged action
+survives a power cut as well as a crash of the process. ``NORMAL`` would only
+survive the process crashing (the OS could still lose the last commits), which
+would break the promise that ``Assign`` answers after the action is durable.
+The price of that sync is paid once per group of writes, not once per action,
+because one writer thread commits everything that queued up meanwhile (see
+``_writer``).
+
+Threads. The writer thread owns the write connection and the write-side
+counters (next sequence, unfinished count). Readers borrow connections from a
+small pool; WAL lets them read while the writer writes, and they see only
+committed data. Claims are writes, so they go through the writer too, which
+is what makes two concurrent claimers never get the same action.
+
+Exclusivity. A data directory belongs to one process: an ``flock`` on
+``echo.db.lock`` is held while the store is open, so ``recover`` may release
+every claim without asking whose it was.
+
+Memory stays bounded by the page caches, whatever the number of waiting
+actions: nothing reads more rows than a call's ``limit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from echo_service import errors
+
+from ._base import (
+    ActionRecord,
+    EventListener,
+    EventRecord,
+    Inserted,
+    NewAction,
+    State,
+    Transition,
+)
+from ._writer import GroupWriter, Write
+
+__all__ = ["SqliteStore"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# ``done`` mirrors "state is finished" so that partial indexes can name it; an
+# action that finishes always loses its claim, so ``owner IS NOT NULL`` implies
+# ``done = 0``. Every query that should use a partial index repeats the index's
+# WHERE terms literally, which is what SQLite needs to pick it.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS actions (
+    seq             INTEGER PRIMARY KEY,  -- insertion order
+    id              TEXT NOT NULL UNIQUE,
+    name            TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    state           TEXT NOT NULL,
+    done            INTEGER NOT NULL DEFAULT 0,
+    priority        INTEGER NOT NULL,
+    due_at          REAL NOT NULL,
+    attempt         INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT,
+    parent_id       TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    outcome         BLOB,
+    owner           TEXT,
+    lease_until     REAL
+);
+CREATE INDEX IF NOT EXISTS actions_claim
+    ON actions (priority DESC, due_at, seq) WHERE done = 0 AND owner IS NULL;
+CREATE INDEX IF NOT EXISTS actions_due
+    ON actions (due_at) WHERE done = 0 AND owner IS NULL;
+CREATE INDEX IF NOT EXISTS actions_claimed
+    ON actions (lease_until) WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS actions_finished
+    ON actions (updated_at) WHERE done = 1;
+CREATE TABLE IF NOT EXISTS events (
+    seq       INTEGER PRIMARY KEY,
+    action_id TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    attempt   INTEGER NOT NULL,
+    at        REAL NOT NULL,
+    payload   BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_action ON events (action_id, seq);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key        TEXT PRIMARY KEY,
+    action_id  TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS keys_created ON idempotency_keys (created_at);
+CREATE INDEX IF NOT EXISTS keys_action ON idempotency_keys (action_id);
+"""
+
+_COLUMNS = (
+    "id, name, payload, state, priority, due_at, attempt, idempotency_key, "
+    "parent_id, created_at, updated_at, outcome, owner, lease_until"
+)
+_EVENT_COLUMNS = "seq, action_id, name, state, attempt, at, payload"
+_PURGE_CHUNK = 2_000
+_IN_CHUNK = 500  # ids per "IN (...)" list
+
+
+def _record(row: tuple[Any, ...]) -> ActionRecord:
+    return ActionRecord(
+        id=row[0],
+        name=row[1],
+        payload=row[2],
+        state=State(row[3]),
+        priority=row[4],
+        due_at=row[5],
+        attempt=row[6],
+        idempotency_key=row[7],
+        parent_id=row[8],
+        created_at=row[9],
+        updated_at=row[10],
+        outcome=row[11],
+        owner=row[12],
+        lease_until=row[13],
+    )
+
+
+def _event(row: tuple[Any, ...]) -> EventRecord:
+    return EventRecord(
+        sequence=row[0],
+        action_id=row[1],
+        name=row[2],
+        state=State(row[3]),
+        attempt=row[4],
+        at=row[5],
+        payload=row[6],
+    )
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def translate(exc: BaseException, doing: str, path: Path) -> errors.EchoError:
+    """Turn a database failure into the error a caller can act on."""
+    if not isinstance(exc, sqlite3.Error):
+        if isinstance(exc, errors.EchoError):
+            return exc
+        return errors.StoreError(f"journal {path} failed while {doing}: {exc!r}")
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return errors.Unavailable(
+            f"journal {path} is locked by another connection while {doing}; "
+            "gave up after the busy timeout",
+            retry_after=timedelta(seconds=1),
+        )
+    if code == sqlite3.SQLITE_FULL:
+        return errors.StoreError(
+            f"journal {path} is full (disk or size limit) while {doing}: {exc}"
+        )
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return errors.StoreError(
+            f"journal {path} is corrupt or not an Echo database while {doing}: {exc}"
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return errors.StoreError(
+            f"journal {path} cannot be written (read-only or no permission) "
+            f"while {doing}: {exc}"
+        )
+    if code == sqlite3.SQLITE_IOERR:
+        return errors.StoreError(
+            f"journal {path} hit an I/O error while {doing}: {exc}"
+        )
+    return errors.StoreError(f"journal {path} failed while {doing}: {exc}")
+
+
+def _lock_directory(data_dir: Path) -> int:
+    """Hold an exclusive flock on the data directory's lock file."""
+    lock_path = data_dir / "echo.db.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise errors.StoreError(
+            f"cannot open {lock_path}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise errors.Unavailable(
+            f"journal in {data_dir} is in use by another process",
+            retry_after=timedelta(seconds=1),
+        ) from exc
+    return fd
+
+
+class _Readers:
+    """A small pool of read connections; any thread may borrow one.
+
+    ``_lock`` guards ``_idle`` and ``_closed``. A borrowed connection belongs
+    to its borrower until it is given back.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], *, keep: int) -> None:
+        self._connect = connect
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._closed = False
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise errors.Unavailable("the journal is closed")
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                if not self._closed and len(self._idle) < self._keep:
+                    self._idle.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class _Journal:
+    """The writer side: the write connection and what only the writer changes.
+
+    Every method here runs on the writer thread (or in ``__init__`` before
+    that thread exists). ``committed_sequence`` and ``committed_unfinished``
+    are also read by other threads; they change only after a commit.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        path: Path,
+        key_retention: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.conn = conn
+        self.path = path
+        self.key_retention = key_retention
+        self.clock = clock
+        self.committed_sequence = max(
+            conn.execute(
+                "SELECT value FROM meta WHERE key = 'last_sequence'"
+            ).fetchone()[0],
+            conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0],
+        )
+        self.committed_unfinished = (
+            conn.execute(
+                "SELECT COUNT(*) FROM actions WHERE done = 0 AND owner IS NULL"
+            ).fetchone()[0]
+            + conn.execute(
+                "SELECT COUNT(*) FROM actions WHERE owner IS NOT NULL"
+            ).fetchone()[0]
+        )
+        self.sequence = self.committed_sequence
+        self.unfinished = self.committed_unfinished
+
+    # -- Transaction -----------------------------------------------------------
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def run(self, write: Write[Any]) -> tuple[Any, list[EventRecord]]:
+        sequence, unfinished = self.sequence, self.unfinished
+        self.conn.execute("SAVEPOINT write")
+        try:
+            result: tuple[Any, list[EventRecord]] = write.apply()
+        except errors.EchoError:
+            self.conn.execute("ROLLBACK TO write")
+            self.conn.execute("RELEASE write")
+            self.sequence, self.unfinished = sequence, unfinished
+            raise
+        self.conn.execute("RELEASE write")
+        return result
+
+    def commit(self) -> None:
+        if self.sequence != self.committed_sequence:
+            self.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'last_sequence'",
+                (self.sequence,),
+            )
+        self.conn.execute("COMMIT")
+        self.committed_sequence = self.sequence
+        self.committed_unfinished = self.unfinished
+
+    def rollback(self) -> None:
+        self.sequence = self.committed_sequence
+        self.unfinished = self.committed_unfinished
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.warning("rollback of journal %s failed", self.path, exc_info=True)
+
+    def failure(self, exc: BaseException) -> errors.EchoError:
+        return translate(exc, "writing", self.path)
+
+    # -- writes, run inside a transaction --------------------------------------
+
+    def _new_event(
+        self,
+        *,
+        action_id: str,
+        name: str,
+        state: State,
+        attempt: int,
+        at: float,
+        payload: bytes,
+    ) -> EventRecord:
+        self.sequence += 1
+        return EventRecord(self.sequence, action_id, name, state, attempt, at, payload)
+
+    def _append_events(self, events: Sequence[EventRecord]) -> None:
+        self.conn.executemany(
+            f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.sequence,
+                    e.action_id,
+                    e.name,
+                    e.state.value,
+                    e.attempt,
+                    e.at,
+                    e.payload,
+                )
+                for e in events
+            ],
+        )
+
+    def insert(
+        self, actions: Sequence[NewAction]
+    ) -> tuple[list[Inserted], list[EventRecord]]:
+        now = self.clock()
+        fresh_after = now - self.key_retention
+        out: list[Inserted] = []
+        new: list[ActionRecord] = []
+        payloads: list[bytes] = []
+        in_batch: dict[str, ActionRecord] = {}
+        for action in actions:
+            key = action.idempotency_key
+            if key is not None:
+                first = in_batch.get(key)
+                if first is None:
+                    row = self.conn.execute(
+                        f"SELECT {', '.join('a.' + c for c in _COLUMNS.split(', '))} "
+                        "FROM idempotency_keys k JOIN actions a ON a.id = k.action_id "
+                        "WHERE k.key = ? AND k.created_at > ?",
+                        (key, fresh_after),
+                    ).fetchone()
+                    first = None if row is None else _record(row)
+                if first is not None:
+                    out.append(Inserted(first, duplicate=True))
+                    continue
+            record = ActionRecord(
+                id=action.id,
+                name=action.name,
+                payload=action.payload,
+                state=State.ACCEPTED,
+                priority=action.priority,
+                due_at=action.due_at,
+                attempt=0,
+                idempotency_key=key,
+                parent_id=action.parent_id,
+                created_at=now,
+                updated_at=now,
+                outcome=None,
+            )
+            if key is not None:
+                in_batch[key] = record
+            new.append(record)
+            payloads.append(action.event_payload)
+            out.append(Inserted(record, duplicate=False))
+        if not new:
+            return out, []
+        try:
+            self.conn.executemany(
+                "INSERT INTO actions (id, name, payload, state, priority, due_at, "
+                "idempotency_key, parent_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.id,
+                        r.name,
+                        r.payload,
+                        r.priority,
+                        r.due_at,
+                        r.idempotency_key,
+                        r.parent_id,
+                        now,
+                        now,
+                    )
+                    for r in new
+                ],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise errors.StoreError(
+                f"an action id of the batch already exists: {exc}"
+            ) from exc
+        if in_batch:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO idempotency_keys (key, action_id, created_at) "
+                "VALUES (?, ?, ?)",
+                [(key, r.id, now) for key, r in in_batch.items()],
+            )
+        events = [
+            self._new_event(
+                action_id=r.id,
+                name=r.name,
+                state=State.ACCEPTED,
+                attempt=0,
+                at=now,
+                payload=payload,
+            )
+            for r, payload in zip(new, payloads, strict=True)
+        ]
+        self._append_events(events)
+        self.unfinished += len(new)
+        return out, events
+
+    def record(
+        self, transitions: Sequence[Transition]
+    ) -> tuple[list[EventRecord], list[EventRecord]]:
+        now = self.clock()
+        events: list[EventRecord] = []
+        for t in transitions:
+            row = self.conn.execute(
+                "SELECT name, done, attempt FROM actions WHERE id = ?", (t.action_id,)
+            ).fetchone()
+            if row is None:
+                raise errors.NotFound(f"no action with id {t.action_id!r}")
+            name, done, attempt = row
+            if t.attempt is not None:
+                attempt = t.attempt
+            if t.state is not State.PROGRESS:
+                finished = t.state.finished
+                drop = finished or t.release
+                self.conn.execute(
+                    "UPDATE actions SET state = ?, done = ?, attempt = ?, "
+                    "due_at = COALESCE(?, due_at), outcome = COALESCE(?, outcome), "
+                    "updated_at = ?, "
+                    "owner = CASE WHEN ? THEN NULL ELSE owner END, "
+                    "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
+                    "WHERE id = ?",
+                    (
+                        t.state.value,
+                        int(finished),
+                        attempt,
+                        t.due_at,
+                        t.outcome,
+                        now,
+                        drop,
+                        drop,
+                        t.action_id,
+                    ),
+                )
+                self.unfinished += int(bool(done)) - int(finished)
+            events.append(
+                self._new_event(
+                    action_id=t.action_id,
+                    name=name,
+                    state=t.state,
+                    attempt=attempt,
+                    at=now,
+                    payload=t.event_payload,
+                )
+            )
+        self._append_events(events)
+        return events, events
+
+    def claim(
+        self, now: float, limit: int, owner: str, until: float | None
+    ) -> list[ActionRecord]:
+        conn = self.conn
+        conn.execute(
+            "UPDATE actions SET owner = NULL, lease_until = NULL "
+            "WHERE owner IS NOT NULL AND lease_until <= ?",
+            (now,),
+        )
+        # Walk the priorities present, highest first; within one priority the
+        # index is ordered by due time, so the due rows are a prefix of it.
+        # This never scans rows that are not yet due.
+        picked: list[int] = []
+        priority: int | None = None
+        while len(picked) < limit:
+            if priority is None:
+                found = conn.execute(
+                    "SELECT priority FROM actions WHERE done = 0 AND owner IS NULL "
+                    "ORDER BY priority DESC LIMIT 1"
+                ).fetchone()
+            else:
+                found = conn.execute(
+                    "SELECT priority FROM actions WHERE done = 0 AND owner IS NULL "
+                    "AND priority < ? ORDER BY priority DESC LIMIT 1",
+                    (priority,),
+                ).fetchone()
+            if found is None:
+                break
+            priority = found[0]
+            picked.extend(
+                seq
+                for (seq,) in conn.execute(
+                    "SELECT seq FROM actions WHERE done = 0 AND owner IS NULL "
+                    "AND priority = ? AND due_at <= ? ORDER BY due_at, seq LIMIT ?",
+                    (priority, now, limit - len(picked)),
+                )
+            )
+        records: dict[int, ActionRecord] = {}
+        for start in range(0, len(picked), _IN_CHUNK):
+            chunk = picked[start : start + _IN_CHUNK]
+            for row in conn.execute(
+                f"UPDATE actions SET owner = ?, lease_until = ? "
+                f"WHERE seq IN ({_marks(len(chunk))}) RETURNING seq, {_COLUMNS}",
+                (owner, until, *chunk),
+            ):
+                records[row[0]] = _record(row[1:])
+        return [records[seq] for seq in picked]
+
+    def renew(self, ids: Sequence[str], owner: str, until: float) -> set[str]:
+        held: set[str] = set()
+        for chunk in _chunks(ids):
+            held.update(
+                action_id
+                for (action_id,) in self.conn.execute(
+                    f"UPDATE actions SET lease_until = ? WHERE owner = ? "
+                    f"AND id IN ({_marks(len(chunk))}) RETURNING id",
+                    (until, owner, *chunk),
+                )
+            )
+        return held
+
+    def release(self, ids: Sequence[str]) -> int:
+        released = 0
+        for chunk in _chunks(ids):
+            released += self.conn.execute(
+                "UPDATE actions SET owner = NULL, lease_until = NULL "
+                f"WHERE owner IS NOT NULL AND id IN ({_marks(len(chunk))})",
+                tuple(chunk),
+            ).rowcount
+        return released
+
+    def recover(self) -> int:
+        cursor = self.conn.execute(
+            "UPDATE actions SET owner = NULL, lease_until = NULL "
+            "WHERE owner IS NOT NULL"
+        )
+        return cursor.rowcount
+
+    def purge_actions(self, finished_before: float) -> int:
+        ids = [
+            (action_id,)
+            for (action_id,) in self.conn.execute(
+                "SELECT id FROM actions WHERE done = 1 AND updated_at < ? LIMIT ?",
+                (finished_before, _PURGE_CHUNK),
+            )
+        ]
+        if ids:
+            self.conn.executemany("DELETE FROM events WHERE action_id = ?", ids)
+            self.conn.executemany(
+                "DELETE FROM idempotency_keys WHERE action_id = ?", ids
+            )
+            self.conn.executemany("DELETE FROM actions WHERE id = ?", ids)
+        return len(ids)
+
+    def purge_keys(self, keys_before: float) -> int:
+        cursor = self.conn.execute(
+            "DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM "
+            "idempotency_keys WHERE created_at < ? LIMIT ?)",
+            (keys_before, _PURGE_CHUNK),
+        )
+        return cursor.rowcount
+
+
+class SqliteStore:
+    """The ``Store`` contract on one SQLite file; see the module docstring."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        key_retention: timedelta = timedelta(hours=24),
+        busy_timeout: timedelta = timedelta(seconds=5),
+        clock: Callable[[], float] = time.time,
+        max_group_weight: int = 20_000,
+        readers: int = 4,
+    ) -> None:
+        """Open (creating if needed) the journal at ``path``.
+
+        Args:
+            path: the database file; its directory is created if missing.
+            key_retention: how long an idempotency key keeps recognising
+                repeats.
+            busy_timeout: how long a statement waits for a lock held by
+                another connection before giving up with ``Unavailable``.
+            clock: epoch seconds, for created/updated times and key expiry.
+            max_group_weight: about how many rows one group commit may touch.
+            readers: read connections kept open for reuse.
+
+        Raises:
+            StoreError: the directory or file cannot be created, read or
+                written, or the file is not a journal.
+            Unavailable: another process holds the directory, or the database
+                stayed locked for longer than ``busy_timeout``.
+        """
+        self.path = path
+        self._busy_ms = int(busy_timeout.total_seconds() * 1000)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise errors.StoreError(
+                f"cannot create journal directory {path.parent}: {exc.strerror or exc}"
+            ) from exc
+        self._lock_fd = _lock_directory(path.parent)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise errors.StoreError(
+                    f"journal {path} cannot use WAL mode (got {mode!r})"
+                )
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA cache_size = -16384")  # KiB: 16 MiB for the writer
+            conn.execute("PRAGMA temp_store = MEMORY")
+            self._migrate(conn)
+            self._journal = _Journal(
+                conn,
+                path=path,
+                key_retention=key_retention.total_seconds(),
+                clock=clock,
+            )
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            os.close(self._lock_fd)
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, "opening", path) from exc
+            raise
+        self._readers = _Readers(self._connect_reader, keep=readers)
+        self._writer = GroupWriter(
+            self._journal,
+            name=f"echo-journal-{path.name}",
+            max_group_weight=max_group_weight,
+        )
+        logger.debug(
+            "journal %s open: %d unfinished, last sequence %d",
+            path,
+            self._journal.committed_unfinished,
+            self._journal.committed_sequence,
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_ms / 1000,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # opened here, used by the writer thread
+        )
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        try:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as exc:
+            raise translate(exc, "opening a reader", self.path) from exc
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        # Always a write, even when the schema exists: a file we can read but
+        # not write must fail here, at open, not at the first Assign.
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if found is not None and found[0] > SCHEMA_VERSION:
+                raise errors.StoreError(
+                    f"journal {self.path} has schema {found[0]}, newer than this "
+                    f"version of Echo understands ({SCHEMA_VERSION})"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('last_sequence', 0)"
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?)",
+                (int(time.time()),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- writes --------------------------------------------------------------
+
+    def insert(self, actions: Sequence[NewAction]) -> list[Inserted]:
+        actions = list(actions)
+        if not actions:
+            return []
+        return self._writer.call(
+            lambda: self._journal.insert(actions), weight=2 * len(actions)
+        )
+
+    def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
+        transitions = list(transitions)
+        return self._writer.submit(
+            lambda: self._journal.record(transitions), weight=max(1, len(transitions))
+        )
+
+    def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        owner: str,
+        lease: timedelta | None = None,
+    ) -> list[ActionRecord]:
+        if limit <= 0:
+            return []
+        until = None if lease is None else now + lease.total_seconds()
+        return self._writer.call(
+            lambda: (self._journal.claim(now, limit, owner, until), []), weight=limit
+        )
+
+    def renew(
+        self, action_ids: Iterable[str], *, owner: str, now: float, lease: timedelta
+    ) -> set[str]:
+        ids = list(action_ids)
+        until = now + lease.total_seconds()
+        return self._writer.call(
+            lambda: (self._journal.renew(ids, owner, until), []),
+            weight=max(1, len(ids)),
+        )
+
+    def release(self, action_ids: Iterable[str]) -> None:
+        ids = list(action_ids)
+        if ids:
+            self._writer.call(lambda: (self._journal.release(ids), []), weight=len(ids))
+
+    def recover(self, owner: str) -> int:
+        released: int = self._writer.call(lambda: (self._journal.recover(), []))
+        logger.debug("journal %s recovered: %d claims released", self.path, released)
+        return released
+
+    def purge(self, *, finished_before: float, keys_before: float) -> int:
+        # In chunks, each its own write, so a large purge never holds the
+        # writer (and every Assign behind it) for long.
+        total = 0
+        while True:
+            count: int = self._writer.call(
+                lambda: (self._journal.purge_actions(finished_before), []),
+                weight=3 * _PURGE_CHUNK,
+            )
+            total += count
+            if count < _PURGE_CHUNK:
+                break
+        while (
+            self._writer.call(
+                lambda: (self._journal.purge_keys(keys_before), []),
+                weight=_PURGE_CHUNK,
+            )
+            >= _PURGE_CHUNK
+        ):
+            pass
+        return total
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    # -- reads -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _reading(self, doing: str) -> Iterator[sqlite3.Connection]:
+        with self._readers.borrow() as conn:
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise translate(exc, doing, self.path) from exc
+
+    def get(self, action_id: str) -> ActionRecord | None:
+        with self._reading("reading an action") as conn:
+            row = conn.execute(
+                f"SELECT {_COLUMNS} FROM actions WHERE id = ?", (action_id,)
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def events_after(
+        self,
+        sequence: int,
+        *,
+        limit: int,
+        action_ids: frozenset[str] = frozenset(),
+        names: frozenset[str] = frozenset(),
+    ) -> list[EventRecord]:
+        # A names filter scans events in sequence order (there is no index by
+        # name); an action filter uses events_action.
+        where = ["seq > ?"]
+        params: list[Any] = [sequence]
+        if action_ids:
+            where.append(f"action_id IN ({_marks(len(action_ids))})")
+            params.extend(sorted(action_ids))
+        if names:
+            where.append(f"name IN ({_marks(len(names))})")
+            params.extend(sorted(names))
+        params.append(limit)
+        with self._reading("reading events") as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+                "ORDER BY seq LIMIT ?",
+                params,
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def next_due(self) -> float | None:
+        with self._reading("reading the next due time") as conn:
+            due = conn.execute(
+                "SELECT MIN(due_at) FROM actions WHERE done = 0 AND owner IS NULL"
+            ).fetchone()[0]
+            lease = conn.execute(
+                "SELECT MIN(lease_until) FROM actions WHERE owner IS NOT NULL"
+            ).fetchone()[0]
+        found = [t for t in (due, lease) if t is not None]
+        return min(found) if found else None
+
+    def waiting(self) -> int:
+        return int(self._journal.committed_unfinished)
+
+    def last_sequence(self) -> int:
+        return int(self._journal.committed_sequence)
+
+    def add_listener(self, listener: EventListener) -> None:
+        self._writer.add_listener(listener)
+
+    def healthy(self) -> bool:
+        return self._writer.healthy
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, close the file; idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._writer.close()
+        self._readers.close()
+        try:
+            # Fold the WAL back into the database so the next open starts
+            # with a short log; best effort.
+            self._journal.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            logger.warning("checkpoint of journal %s failed", self.path, exc_info=True)
+        self._journal.conn.close()
+        os.close(self._lock_fd)

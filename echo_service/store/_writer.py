@@ -1,0 +1,208 @@
+"""Group commit: one writer thread applies everyone's writes in few transactions.
+
+Callers hand a write (a callable run inside the transaction) to ``submit`` and
+get a future. The writer thread takes everything queued, opens one
+transaction, runs each write, commits once, resolves the futures, hands the
+committed events to the listeners in sequence order, and only then resolves
+the ``flush`` barriers of that group. Under load many writes share one commit,
+so durability costs one sync per group instead of one per action.
+
+Ownership: the writer thread alone runs ``Transaction`` methods, so a backend
+needs no lock around its write connection or its write-side counters. The
+queue, the stopping flag and the listener list are guarded by ``_cond``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from echo_service import errors
+
+from ._base import EventListener, EventRecord
+
+__all__ = ["GroupWriter", "Transaction", "Write"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Transaction(Protocol):
+    """What a backend gives the writer: one transaction at a time."""
+
+    def begin(self) -> None:
+        """Open a transaction for a group of writes."""
+
+    def run(self, write: Write[Any]) -> tuple[Any, list[EventRecord]]:
+        """Run one write atomically inside the open transaction.
+
+        Raising an ``EchoError`` means only this write failed and none of its
+        effects remain; any other exception aborts the whole group.
+        """
+
+    def commit(self) -> None:
+        """Make the group durable; raising aborts (and rolls back) the group."""
+
+    def rollback(self) -> None:
+        """Undo the open transaction after a failure; must not raise."""
+
+    def failure(self, exc: BaseException) -> errors.EchoError:
+        """Translate a group failure into the error every waiter gets."""
+
+
+@dataclass(eq=False, slots=True)
+class Write(Generic[T]):
+    """One caller's write: ``apply`` runs inside the transaction."""
+
+    apply: Callable[[], tuple[T, list[EventRecord]]]
+    weight: int = 1
+    """Rows it touches, roughly; bounds how much one transaction takes."""
+    future: Future[T] = field(default_factory=Future)
+
+
+_BARRIER: Callable[[], tuple[None, list[EventRecord]]] = lambda: (None, [])  # noqa: E731
+
+
+class GroupWriter:
+    """The writer thread of one store and the queue that feeds it."""
+
+    def __init__(
+        self,
+        transaction: Transaction,
+        *,
+        name: str,
+        max_group_weight: int = 20_000,
+        max_queued: int = 100_000,
+    ) -> None:
+        self._tx = transaction
+        self._max_group_weight = max_group_weight
+        self._max_queued = max_queued
+        # Guarded by _cond: the queue, _stopping, _listeners.
+        self._cond = threading.Condition()
+        self._queue: deque[Write[Any]] = deque()
+        self._stopping = False
+        self._listeners: tuple[EventListener, ...] = ()
+        # Written by the writer thread only; read anywhere (a bool is atomic).
+        self._healthy = True
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy and not self._stopping
+
+    def add_listener(self, listener: EventListener) -> None:
+        with self._cond:
+            self._listeners = (*self._listeners, listener)
+
+    def submit(
+        self, apply: Callable[[], tuple[T, list[EventRecord]]], *, weight: int = 1
+    ) -> Future[T]:
+        """Queue a write; blocks while the queue is full (back-pressure)."""
+        write: Write[T] = Write(apply, weight)
+        with self._cond:
+            while len(self._queue) >= self._max_queued and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                raise errors.Unavailable("the journal is closed")
+            self._queue.append(write)
+            self._cond.notify_all()
+        return write.future
+
+    def call(
+        self, apply: Callable[[], tuple[T, list[EventRecord]]], *, weight: int = 1
+    ) -> T:
+        """Submit a write and wait until it is committed."""
+        return self.submit(apply, weight=weight).result()
+
+    def flush(self) -> None:
+        """Wait until every earlier write is committed and its events delivered."""
+        self.submit(_BARRIER, weight=0).result()
+
+    def close(self) -> None:
+        """Refuse new writes, finish the queued ones, stop and join the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _take(self) -> list[Write[Any]] | None:
+        with self._cond:
+            while not self._queue and not self._stopping:
+                self._cond.wait()
+            if not self._queue:
+                return None
+            group = [self._queue.popleft()]
+            weight = group[0].weight
+            while self._queue and weight + self._queue[0].weight <= (
+                self._max_group_weight
+            ):
+                write = self._queue.popleft()
+                weight += write.weight
+                group.append(write)
+            self._cond.notify_all()  # wake submitters blocked on a full queue
+            return group
+
+    def _loop(self) -> None:
+        while (group := self._take()) is not None:
+            try:
+                self._run_group(group)
+            except BaseException as exc:  # a bug; keep serving, fail the group
+                logger.error("journal writer failed unexpectedly", exc_info=True)
+                self._healthy = False
+                for write in group:
+                    if not write.future.done():
+                        write.future.set_exception(
+                            errors.StoreError(f"journal writer failed: {exc!r}")
+                        )
+
+    def _run_group(self, group: Sequence[Write[Any]]) -> None:
+        writes = [w for w in group if w.apply is not _BARRIER]
+        barriers = [w for w in group if w.apply is _BARRIER]
+        outcomes: list[tuple[Write[Any], Any, BaseException | None]] = []
+        events: list[EventRecord] = []
+        if writes:
+            try:
+                self._tx.begin()
+                for write in writes:
+                    try:
+                        result, produced = self._tx.run(write)
+                    except errors.EchoError as exc:
+                        outcomes.append((write, None, exc))
+                    else:
+                        outcomes.append((write, result, None))
+                        events.extend(produced)
+                self._tx.commit()
+            except Exception as exc:
+                self._tx.rollback()
+                if self._healthy:
+                    logger.error("journal write failed: %s", self._tx.failure(exc))
+                self._healthy = False
+                for write in group:
+                    # Each waiter gets its own exception object: one instance
+                    # raised in several threads would tangle their tracebacks.
+                    failure = self._tx.failure(exc)
+                    failure.__cause__ = exc
+                    write.future.set_exception(failure)
+                return
+            self._healthy = True
+        for write, result, error in outcomes:
+            if error is None:
+                write.future.set_result(result)
+            else:
+                write.future.set_exception(error)
+        if events:
+            for listener in self._listeners:
+                try:
+                    listener(events)
+                except Exception:
+                    logger.error("journal listener %r raised", listener, exc_info=True)
+        for barrier in barriers:
+            barrier.future.set_result(None)
