@@ -400,6 +400,11 @@ class MemoryStore:
     def healthy(self) -> bool:
         return self._writer.healthy
 
+    @property
+    def commits(self) -> int:
+        """Transactions committed since open (one per group of writes)."""
+        return self._writer.commits
+
     def close(self) -> None:
         if self._closed:
             return

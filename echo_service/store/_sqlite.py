@@ -160,6 +160,15 @@ def _marks(count: int) -> str:
     return ",".join("?" * count)
 
 
+def is_corruption(exc: BaseException) -> bool:
+    """True for the failures that will not go away by themselves."""
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    return isinstance(exc, sqlite3.Error) and code in (
+        sqlite3.SQLITE_NOTADB,
+        sqlite3.SQLITE_CORRUPT,
+    )
+
+
 def translate(exc: BaseException, doing: str, path: Path) -> errors.EchoError:
     """Turn a database failure into the error a caller can act on."""
     if not isinstance(exc, sqlite3.Error):
@@ -289,6 +298,8 @@ class _Journal:
         )
         self.sequence = self.committed_sequence
         self.unfinished = self.committed_unfinished
+        self.corrupt = False
+        """Set once a read or write found the file damaged; it stays set."""
 
     # -- Transaction -----------------------------------------------------------
 
@@ -328,6 +339,8 @@ class _Journal:
             logger.warning("rollback of journal %s failed", self.path, exc_info=True)
 
     def failure(self, exc: BaseException) -> errors.EchoError:
+        if is_corruption(exc):
+            self.corrupt = True
         return translate(exc, "writing", self.path)
 
     # -- writes, run inside a transaction --------------------------------------
@@ -823,6 +836,8 @@ class SqliteStore:
             try:
                 yield conn
             except sqlite3.Error as exc:
+                if is_corruption(exc):
+                    self._journal.corrupt = True
                 raise translate(exc, doing, self.path) from exc
 
     def get(self, action_id: str) -> ActionRecord | None:
@@ -880,7 +895,14 @@ class SqliteStore:
         self._writer.add_listener(listener)
 
     def healthy(self) -> bool:
-        return self._writer.healthy
+        # A lock or a full disk can pass; a damaged file does not mend itself,
+        # so corruption keeps the store unhealthy until an operator steps in.
+        return self._writer.healthy and not self._journal.corrupt
+
+    @property
+    def commits(self) -> int:
+        """Transactions committed since open (one per group of writes)."""
+        return self._writer.commits
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, close the file; idempotent."""

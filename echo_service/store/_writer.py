@@ -88,8 +88,10 @@ class GroupWriter:
         self._queue: deque[Write[Any]] = deque()
         self._stopping = False
         self._listeners: tuple[EventListener, ...] = ()
-        # Written by the writer thread only; read anywhere (a bool is atomic).
+        # Written by the writer thread only; read anywhere (plain values).
         self._healthy = True
+        self.commits = 0
+        """Groups committed so far; under load far fewer than writes."""
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -180,6 +182,7 @@ class GroupWriter:
                         outcomes.append((write, result, None))
                         events.extend(produced)
                 self._tx.commit()
+                self.commits += 1
             except Exception as exc:
                 self._tx.rollback()
                 if self._healthy:
