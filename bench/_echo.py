@@ -35,7 +35,7 @@ __all__ = [
     "require_echo",
 ]
 
-SERVER_STYLE = "sync"
+SERVER_STYLE = "aio"
 """How Echo's gRPC server runs (``sync`` thread pool or ``aio``); the raw
 baseline runs the same way so the comparison is like for like."""
 
