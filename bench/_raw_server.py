@@ -8,8 +8,9 @@ pool or asyncio) as the server it is compared with.
 
 Run as ``python -m bench._raw_server --port 0 --style sync|aio``; it prints
 ``raw-grpc listening on HOST:PORT`` to stderr once it serves. Streams read
-the invocation metadata ``x-bench-mode``: ``idle`` holds the stream open
-without sending anything (for memory per stream); otherwise the stream sends
+the invocation metadata ``x-bench-mode``: ``idle`` sends one message (so
+the client knows the stream is up) and then holds the stream open without
+sending anything (for memory per stream); otherwise the stream sends
 the prebuilt event until the client cancels or ``x-bench-count`` messages
 went out.
 """
@@ -116,6 +117,7 @@ class _SyncServicer(rpc.EchoServiceServicer):  # type: ignore[misc]
     ) -> Iterator[object]:
         mode, count = _mode(context.invocation_metadata())
         if mode == "idle":
+            yield self._answers.event
             ended = threading.Event()
             context.add_callback(ended.set)
             while not ended.wait(_IDLE_POLL) and context.is_active():
@@ -154,6 +156,7 @@ class _AioServicer(rpc.EchoServiceServicer):  # type: ignore[misc]
     ) -> AsyncIterator[object]:
         mode, count = _mode(context.invocation_metadata())
         if mode == "idle":
+            yield self._answers.event
             # Cancellation of the call cancels this coroutine.
             await asyncio.Event().wait()
             return
