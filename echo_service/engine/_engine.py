@@ -636,16 +636,14 @@ class Engine:
                 if self._feeder_stop:
                     return
                 self._feeder_wake = False
+            claimed_at = self._clock.now()
             try:
-                claimed, limit = self._claim_batch()
+                claimed, limit = self._claim_batch(claimed_at)
                 next_due = None if claimed == limit else self._store.next_due()
             except errors.EchoError:
                 logger.exception("the feeder could not read the journal")
-                claimed, limit, next_due = (
-                    0,
-                    1,
-                    self._clock.now() + _RETRY_HINT.total_seconds(),
-                )
+                claimed, limit = 0, 1
+                next_due = claimed_at + _RETRY_HINT.total_seconds()
             if claimed and claimed == limit:
                 continue
             with self._feeder_cond:
@@ -658,12 +656,14 @@ class Engine:
                     self._feeder_starved = False
                 elif next_due is None or next_due > self._clock.now():
                     self._clock.wait(self._feeder_cond, next_due)
-                elif not claimed:
-                    # Due work that the claim did not return (someone else's
-                    # lease, say): look again after a short pause.
-                    self._clock.wait(self._feeder_cond, self._clock.now() + 0.05)
+                elif not claimed and next_due <= claimed_at:
+                    # Due work that the claim did not return although it was
+                    # due when we asked (someone else's lease, say): a short
+                    # real-time pause keeps this from spinning.
+                    self._feeder_cond.wait(0.05)
+                # Otherwise it fell due after the claim looked: loop now.
 
-    def _claim_batch(self) -> tuple[int, int]:
+    def _claim_batch(self, now: float) -> tuple[int, int]:
         room = self._capacity - len(self._inflight)
         if room <= 0:
             return 0, 0
@@ -671,9 +671,7 @@ class Engine:
         with self._lock:
             if self._phase is not _Phase.RUNNING:
                 return 0, limit
-            records = self._store.claim(
-                now=self._clock.now(), limit=limit, owner=self._owner
-            )
+            records = self._store.claim(now=now, limit=limit, owner=self._owner)
             runs = []
             for record in records:
                 if record.id in self._inflight or record.id in self._local_ids:

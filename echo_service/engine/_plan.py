@@ -86,12 +86,20 @@ class Plan:
         hooks: Mapping[str, Hook],
         global_hooks: Sequence[Hook],
     ) -> None:
-        self._entries: Mapping[str, _Entry] = MappingProxyType(dict(entries))
-        self._hooks: Mapping[str, Hook] = MappingProxyType(dict(hooks))
-        self._global_hooks: tuple[Hook, ...] = tuple(global_hooks)
-        self.signatures: tuple[ActionSignature, ...] = tuple(
-            e.signature for e in self._entries.values()
-        )
+        entries = MappingProxyType(dict(entries))
+        setattr_ = object.__setattr__
+        setattr_(self, "_entries", entries)
+        setattr_(self, "_hooks", MappingProxyType(dict(hooks)))
+        setattr_(self, "_global_hooks", tuple(global_hooks))
+        setattr_(self, "signatures", tuple(e.signature for e in entries.values()))
+
+    _entries: Mapping[str, _Entry]
+    _hooks: Mapping[str, Hook]
+    _global_hooks: tuple[Hook, ...]
+    signatures: tuple[ActionSignature, ...]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("a Plan is immutable; build a new one")
 
     def signature(self, name: str) -> ActionSignature | None:
         entry = self._entries.get(name)
