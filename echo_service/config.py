@@ -1,0 +1,245 @@
+"""The service's configuration: one frozen record, loaded in one place.
+
+Every setting has a default, an ``ECHO_*`` environment variable and (for the
+ones an operator tunes) a command-line flag. ``load_config`` resolves them in
+this order, first found wins::
+
+    flag  >  environment  >  default
+
+A configuration file will slot in between the environment and the defaults;
+``load_config`` is the only function that has to learn about it.
+
+Defaults worth a word:
+
+* ``host`` is ``127.0.0.1``. Echo has no authentication of its own by default
+  and the file plan reads and writes files, so it listens on loopback unless
+  told otherwise; in a container set ``ECHO_HOST=0.0.0.0`` (or ``[::]``,
+  which also takes IPv4 where the kernel maps it).
+* ``data_dir`` is ``./data`` beside where the service starts, as the
+  repository's ``make serve`` expects. When it lies under the file plan's
+  root, the plan refuses every path into it, so no client can read or
+  overwrite the journal.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "env_name", "load_config", "parse_duration"]
+
+_MIB = 1 << 20
+
+
+def _default_workers() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything ``echo-service serve`` can be told. Units are in the types."""
+
+    host: str = "127.0.0.1"
+    """Interface to listen on; ``0.0.0.0`` or ``[::]`` for every interface."""
+    port: int = 50051
+    """TCP port; 0 picks a free one, which is logged and printed to stderr."""
+    plan: str | None = None
+    """A user plan as ``package.module:attribute`` (a Plan, or a function
+    returning one); None serves the built-in file plan."""
+    root: Path = Path()
+    """The built-in file plan's root directory; every path is relative to it."""
+    workers: int = field(default_factory=_default_workers)
+    """Executor threads that run actions."""
+    data_dir: Path = Path("data")
+    """Where the SQLite journal lives; made if missing."""
+    store: str = "sqlite"
+    """The journal: ``sqlite``, ``memory`` (nothing survives a restart) or a
+    ``postgresql://`` URL."""
+    admin_token: str | None = field(default=None, repr=False)
+    """The secret a Shutdown call must present; None disables Shutdown."""
+    drain_grace: timedelta = timedelta(seconds=10)
+    """How long running actions may take to finish when the service stops."""
+    max_waiting: int = 1_000_000
+    """Unfinished actions the journal may hold before assigns are refused
+    with RESOURCE_EXHAUSTED."""
+    max_message_bytes: int = 32 * _MIB
+    """Largest gRPC message sent or received. Leaves room above the file
+    plan's 16 MiB read and write limits."""
+    max_read_bytes: int = 16 * _MIB
+    """The file plan's Read limit."""
+    max_write_bytes: int = 16 * _MIB
+    """The file plan's Write limit."""
+    log_level: str = "INFO"
+    """Python logging level name."""
+    log_json: bool = False
+    """Log one JSON object per line instead of plain text."""
+    max_batch: int = 10_000
+    """Most actions one AssignMany or AssignStream call may carry."""
+    rpc_threads: int = 16
+    """Threads for engine calls that block (assign waits for the journal's
+    commit; get; cancel). Streams never hold one."""
+    key_retention: timedelta = timedelta(hours=24)
+    """How long an idempotency key recognises a repeated assign."""
+    stream_buffer: int = 4096
+    """Events a stream may fall behind by before it ends as too slow."""
+    session_window: int = 1024
+    """Events a Connect session sends before it waits for an Ack."""
+    heartbeat_interval: timedelta = timedelta(seconds=15)
+    """Heartbeat interval of streams that do not ask for one."""
+    min_heartbeat_interval: timedelta = timedelta(seconds=1)
+    """Streams asking for a shorter interval get this one (tests lower it)."""
+    max_heartbeat_interval: timedelta = timedelta(minutes=5)
+    """Streams asking for a longer interval get this one."""
+    stop_timeout: timedelta = timedelta(seconds=5)
+    """After draining: how long open calls get to end before they are cut."""
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names flag and variable."""
+
+
+def env_name(name: str) -> str:
+    """The environment variable of the field ``name``: ``ECHO_DRAIN_GRACE``."""
+    return "ECHO_" + name.upper()
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"1.5s"``, ``"250ms"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
+    value = text.strip().lower()
+    number, scale = value, 1.0
+    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if value.endswith(suffix) and value[: -len(suffix)].strip():
+            number, scale = value[: -len(suffix)], factor
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ValueError(f"not a duration: {text!r} (try 10s, 500ms, 2m)") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a finite duration: {text!r}")
+    return timedelta(seconds=seconds)
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r} (try true or false)")
+
+
+def _parse_optional_str(text: str) -> str | None:
+    return text or None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "port": int,
+    "workers": int,
+    "max_waiting": int,
+    "max_message_bytes": int,
+    "max_read_bytes": int,
+    "max_write_bytes": int,
+    "max_batch": int,
+    "rpc_threads": int,
+    "stream_buffer": int,
+    "session_window": int,
+    "root": Path,
+    "data_dir": Path,
+    "plan": _parse_optional_str,
+    "admin_token": _parse_optional_str,
+    "log_json": _parse_bool,
+}
+_DURATIONS = frozenset(
+    f.name for f in fields(Config) if f.type in ("timedelta", timedelta)
+)
+
+
+def _convert(name: str, raw: object) -> object:
+    """Parse a string from the environment (or a flag given as text)."""
+    if not isinstance(raw, str):
+        return raw
+    if name in _DURATIONS:
+        return parse_duration(raw)
+    return _PARSERS.get(name, str)(raw)
+
+
+def load_config(
+    flags: Mapping[str, object | None],
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve every setting: a flag's value (None means not given), else
+    ``ECHO_<NAME>`` from ``environ`` (default ``os.environ``), else default.
+
+    Raises:
+        ConfigError: a value does not parse or is out of range; the message
+            names the flag and the variable.
+    """
+    env = os.environ if environ is None else environ
+    known = {f.name for f in fields(Config)}
+    unknown = set(flags) - known
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    values: dict[str, object] = {}
+    for name in sorted(known):
+        raw = flags.get(name)
+        source = f"--{name.replace('_', '-')}"
+        if raw is None and env_name(name) in env:
+            raw, source = env[env_name(name)], env_name(name)
+        if raw is None:
+            continue
+        try:
+            values[name] = _convert(name, raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return Config(**values)  # type: ignore[arg-type]
+
+
+def _problems(config: Config) -> list[str]:
+    def where(name: str) -> str:
+        return f"--{name.replace('_', '-')} ({env_name(name)})"
+
+    problems: list[str] = []
+    if not 0 <= config.port <= 65535:
+        problems.append(f"{where('port')} must be between 0 and 65535")
+    for name in (
+        "workers",
+        "max_waiting",
+        "max_message_bytes",
+        "max_read_bytes",
+        "max_write_bytes",
+        "max_batch",
+        "rpc_threads",
+        "stream_buffer",
+        "session_window",
+    ):
+        if getattr(config, name) < 1:
+            problems.append(f"{where(name)} must be at least 1")
+    for name in _DURATIONS:
+        if getattr(config, name) < timedelta(0):
+            problems.append(f"{where(name)} must not be negative")
+    if config.min_heartbeat_interval > config.max_heartbeat_interval:
+        problems.append("the heartbeat bounds are the wrong way round")
+    if not config.host:
+        problems.append(f"{where('host')} must not be empty")
+    if config.plan is not None and ":" not in config.plan:
+        problems.append(f"{where('plan')} must look like package.module:attribute")
+    if config.log_level.upper() not in (
+        "CRITICAL",
+        "ERROR",
+        "WARNING",
+        "INFO",
+        "DEBUG",
+    ):
+        problems.append(f"{where('log_level')} must be DEBUG, INFO, WARNING or ERROR")
+    return problems

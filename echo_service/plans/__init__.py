@@ -1,0 +1,29 @@
+"""Built-in plans. ``file_plan`` serves files under one root directory."""
+
+from echo_service.plans._files import (
+    DEFAULT_MAX_READ_BYTES,
+    DEFAULT_MAX_WRITE_BYTES,
+    file_plan,
+)
+from echo_service.plans._sandbox import (
+    FileTooLargeError,
+    InvalidPathError,
+    NotRegularFileError,
+    PathEscapeError,
+    ReservedPathError,
+    Sandbox,
+    SandboxError,
+)
+
+__all__ = [
+    "DEFAULT_MAX_READ_BYTES",
+    "DEFAULT_MAX_WRITE_BYTES",
+    "FileTooLargeError",
+    "InvalidPathError",
+    "NotRegularFileError",
+    "PathEscapeError",
+    "ReservedPathError",
+    "Sandbox",
+    "SandboxError",
+    "file_plan",
+]

@@ -1,0 +1,313 @@
+"""The server's life: build, start, drain, stop.
+
+``build_server`` is the one factory: the CLI serves through it and every test
+starts its servers through it (on port 0), so tests run the production
+wiring. The returned ``EchoServer`` has a synchronous face (``start``,
+``port``, ``drain``, ``stop``, ``wait``) over a ``grpc.aio`` server that runs
+on an event loop in a thread of its own.
+
+Stopping, in order (each step once, however often and from wherever it is
+asked: a signal, ``stop``, or the Shutdown RPC):
+
+1. health turns NOT_SERVING, so balancers stop sending;
+2. new assigns are refused with UNAVAILABLE and a retry hint;
+3. the engine drains: running actions get ``grace`` to finish, then their
+   cancellation tokens; what remains stays journaled and runs after a
+   restart;
+4. the journal is flushed, so every event of step 3 reaches the streams;
+5. open streams and sessions send what they hold and a final StreamEnd;
+6. the gRPC server stops (open calls get ``config.stop_timeout``);
+7. the engine closes, then the journal if this server opened it.
+
+Threads: the loop thread (``echo-server``) owns the gRPC server and the
+runtime; the pool (``echo-rpc-*``) runs blocking engine calls; ``stop``
+joins both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
+from echo_service.config import Config
+from echo_service.engine import DrainReport, Engine, Plan
+from echo_service.server._runtime import Runtime
+from echo_service.server._servicer import EchoServicer
+from echo_service.store import Store, open_store
+
+__all__ = ["SERVICE_NAME", "EchoServer", "build_server"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SERVICE_NAME: str = echo_service_pb2.DESCRIPTOR.services_by_name[
+    "EchoService"
+].full_name
+"""``echo.v1.EchoService``, as health checks and reflection name it."""
+
+
+def build_server(
+    config: Config, *, plan: Plan, store: Store | None = None
+) -> EchoServer:
+    """Wire a server for ``config`` serving ``plan``; call ``start`` next.
+
+    Args:
+        config: settings; ``host`` and ``port`` say where to listen.
+        plan: the actions to offer.
+        store: the journal to use; None opens the one ``config.store`` names
+            (and the server closes it when it stops).
+    """
+    owns_store = store is None
+    if store is None:
+        store = open_store(
+            config.store, data_dir=config.data_dir, key_retention=config.key_retention
+        )
+    try:
+        engine = Engine(
+            plan, store, workers=config.workers, max_waiting=config.max_waiting
+        )
+    except BaseException:
+        if owns_store:
+            store.close()
+        raise
+    return EchoServer(config, engine=engine, store=store, owns_store=owns_store)
+
+
+class EchoServer:
+    """A running Echo service. See the module docstring for the stop order."""
+
+    def __init__(
+        self, config: Config, *, engine: Engine, store: Store, owns_store: bool
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.store = store
+        self._owns_store = owns_store
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.rpc_threads, thread_name_prefix="echo-rpc"
+        )
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._port: int | None = None
+        self._terminated = threading.Event()
+        # Loop-owned from start on:
+        self._server: grpc.aio.Server | None = None
+        self._health: HealthServicer | None = None
+        self._runtime: Runtime | None = None
+        self._drain_task: asyncio.Task[DrainReport] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+
+    # -- the synchronous face -------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port bound, also when the config asked for 0."""
+        if self._port is None:
+            raise RuntimeError("the server has not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as a client would dial it."""
+        return f"{_bracketed(self.config.host)}:{self.port}"
+
+    def start(self) -> None:
+        """Recover the journal, start the engine and the gRPC server.
+
+        Returns once the port is bound and health reports SERVING.
+        """
+        if self._thread is not None:
+            raise RuntimeError("a server starts once")
+        self.engine.start()
+        started = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(started, failure), name="echo-server"
+        )
+        self._thread.start()
+        started.wait()
+        if failure:
+            self._thread.join()
+            self._close_quietly()
+            raise failure[0]
+        logger.info("echo-service listening on %s", self.address)
+
+    def drain(self, grace: timedelta | None = None) -> DrainReport:
+        """Steps 1 to 5 of the stop order; later calls return the first report."""
+        return self._call(self._drain(grace))
+
+    def stop(self, grace: timedelta | None = None) -> None:
+        """Drain (if not yet), stop serving, close everything; idempotent."""
+        if self._thread is None:
+            self._close_quietly()
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._call(self._stop(grace))
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def wait(self, timeout: timedelta | None = None) -> bool:
+        """Block until the server stopped (by ``stop`` or the Shutdown RPC)."""
+        return self._terminated.wait(
+            None if timeout is None else timeout.total_seconds()
+        )
+
+    def __enter__(self) -> EchoServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the loop -------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _run_loop(self, started: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            try:
+                loop.run_until_complete(self._start())
+            except BaseException as exc:
+                failure.append(exc)
+                return
+            finally:
+                started.set()
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    async def _start(self) -> None:
+        config = self.config
+        self._runtime = Runtime(
+            engine=self.engine,
+            store=self.store,
+            config=config,
+            pool=self._pool,
+            request_shutdown=self._request_shutdown,
+        )
+        limit = config.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", limit),
+                # Two servers on one port by accident must fail, not share.
+                ("grpc.so_reuseport", 0),
+                # Find clients that vanished without closing their streams.
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        echo_service_pb2_grpc.add_EchoServiceServicer_to_server(
+            EchoServicer(self._runtime), server
+        )
+        self._health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        address = f"{_bracketed(config.host)}:{config.port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc}") from exc
+        if not port:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        self._server = server
+        self._port = port
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    def _request_shutdown(self, grace: timedelta) -> None:
+        """The Shutdown RPC's way in; the loop runs the stop in a task."""
+        asyncio.get_running_loop().create_task(self._stop(grace))
+
+    async def _drain(self, grace: timedelta | None) -> DrainReport:
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self._drain_once(grace or self.config.drain_grace)
+            )
+        return await asyncio.shield(self._drain_task)
+
+    async def _drain_once(self, grace: timedelta) -> DrainReport:
+        runtime, health = self._runtime, self._health
+        assert runtime is not None and health is not None
+        await health.enter_graceful_shutdown()
+        runtime.draining = True
+        logger.info("draining: running actions get %ss", grace.total_seconds())
+        report = await runtime.blocking(self.engine.drain, grace)
+        await runtime.blocking(self.store.flush)
+        left = await runtime.end_streams(self.config.stop_timeout)
+        logger.info(
+            "drained: %d finished, %d interrupted, %d abandoned; %d streams cut",
+            report.finished,
+            report.interrupted,
+            report.abandoned,
+            left,
+        )
+        return report
+
+    async def _stop(self, grace: timedelta | None) -> None:
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(
+                self._stop_once(grace)
+            )
+        await asyncio.shield(self._stop_task)
+
+    async def _stop_once(self, grace: timedelta | None) -> None:
+        runtime = self._runtime
+        assert runtime is not None and self._server is not None
+        try:
+            await self._drain(grace)
+        finally:
+            await self._server.stop(self.config.stop_timeout.total_seconds())
+            await runtime.blocking(self._close_quietly)
+            self._terminated.set()
+            logger.info("echo-service stopped")
+
+    def _close_quietly(self) -> None:
+        try:
+            self.engine.close()
+        except Exception:
+            logger.exception("the engine did not close cleanly")
+        if self._owns_store:
+            try:
+                self.store.close()
+            except Exception:
+                logger.exception("the journal did not close cleanly")
+        self._terminated.set()
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 literal in brackets, as gRPC addresses want it."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host

@@ -1,0 +1,142 @@
+"""Helpers the unary handlers, the Stream handler and Connect sessions share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import grpc.aio
+
+from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
+from echo_service.errors import FieldViolation, InvalidArgument
+from echo_service.server._convert import action_to_proto, timestamp
+from echo_service.server._feed import Feed, open_feed
+from echo_service.server._runtime import Runtime
+
+__all__ = [
+    "FINISHED_STATES",
+    "call_trace_context",
+    "cancel",
+    "heartbeat",
+    "heartbeat_interval",
+    "rename_paths",
+    "stream_filters",
+    "subscribe",
+]
+
+_TRACE_KEYS = ("traceparent", "tracestate")
+_MAX_FILTER_ENTRIES = 10_000
+FINISHED_STATES = frozenset(
+    {
+        action_pb2.ACTION_STATE_SUCCEEDED,
+        action_pb2.ACTION_STATE_FAILED,
+        action_pb2.ACTION_STATE_CANCELLED,
+    }
+)
+
+
+def call_trace_context(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The W3C trace headers of the call itself."""
+    found: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if key in _TRACE_KEYS and isinstance(value, str):
+            found[key] = value
+    return found
+
+
+def rename_paths(exc: BaseException, old: str, new: str) -> BaseException:
+    """The engine names the fields of a one-action assign ``actions[0]...``;
+    for Assign and Connect the contract's field is ``action``."""
+    if not isinstance(exc, InvalidArgument):
+        return exc
+    renamed = [
+        FieldViolation(
+            new + v.field[len(old) :] if v.field.startswith(old) else v.field,
+            v.description,
+        )
+        for v in exc.violations
+    ]
+    return InvalidArgument(str(exc), renamed)
+
+
+def heartbeat_interval(
+    request: echo_service_pb2.StreamRequest, runtime: Runtime, path: str
+) -> timedelta:
+    """The stream's heartbeat interval, clamped to the configured bounds."""
+    config = runtime.config
+    if not request.HasField("heartbeat_interval"):
+        return config.heartbeat_interval
+    span = request.heartbeat_interval
+    if span.seconds < 0 or span.nanos < 0 or span.nanos >= 1_000_000_000:
+        raise InvalidArgument(
+            "bad heartbeat interval",
+            [FieldViolation(f"{path}.heartbeat_interval", "must not be negative")],
+        )
+    wanted = span.ToTimedelta()
+    return min(
+        max(wanted, config.min_heartbeat_interval), config.max_heartbeat_interval
+    )
+
+
+def stream_filters(
+    request: echo_service_pb2.StreamRequest, path: str
+) -> tuple[frozenset[str], frozenset[str]]:
+    violations = []
+    for name in ("action_ids", "action_names"):
+        values = getattr(request, name)
+        if len(values) > _MAX_FILTER_ENTRIES:
+            violations.append(
+                FieldViolation(
+                    f"{path}.{name}", f"at most {_MAX_FILTER_ENTRIES} entries"
+                )
+            )
+        for i, value in enumerate(values):
+            if not value:
+                violations.append(FieldViolation(f"{path}.{name}[{i}]", "empty"))
+    if violations:
+        raise InvalidArgument("bad stream filter", violations)
+    return frozenset(request.action_ids), frozenset(request.action_names)
+
+
+def heartbeat(last_sequence: int) -> echo_service_pb2.Heartbeat:
+    return echo_service_pb2.Heartbeat(
+        time=timestamp(datetime.now(UTC)), last_sequence=last_sequence
+    )
+
+
+async def cancel(
+    rt: Runtime, request: echo_service_pb2.CancelRequest, path: str
+) -> echo_service_pb2.CancelResponse:
+    """Cancel for the unary RPC and for sessions (``path`` prefixes fields)."""
+    if not request.id:
+        field = f"{path}.id" if path else "id"
+        raise InvalidArgument("an id is required", [FieldViolation(field, "required")])
+    view = await rt.blocking(rt.engine.cancel, request.id, request.reason)
+    return echo_service_pb2.CancelResponse(action=action_to_proto(view, rt.signatures))
+
+
+async def subscribe(
+    rt: Runtime,
+    *,
+    after: int | None,
+    ids: frozenset[str],
+    names: frozenset[str],
+) -> tuple[Feed, int]:
+    """Open a feed and tell from which sequence on it is complete.
+
+    A live request (``after`` None) starts from the journal's last sequence,
+    read before subscribing, and the subscription replays from there: an
+    event committed between the read and the subscription is replayed rather
+    than lost, so the stream holds every event above the number it reports.
+    """
+    start = await rt.blocking(rt.store.last_sequence) if after is None else after
+    feed = await open_feed(
+        rt.engine,
+        after=start,
+        action_ids=ids,
+        names=names,
+        buffer=rt.config.stream_buffer,
+        run_blocking=rt.blocking,
+    )
+    feed.delivered = start
+    return feed, start

@@ -1,0 +1,360 @@
+"""The EchoService servicer: every RPC of the contract, on ``grpc.aio``.
+
+Handlers run on the server's event loop. Engine calls that block (an assign
+waits for the journal's commit; get and cancel read it) go to the runtime's
+bounded pool, so a burst of slow calls queues there instead of stalling the
+loop, and the loop stays free for every stream and for Shutdown. Streams
+wait on ``Feed`` objects that hold no pool thread.
+
+Every error leaves through ``_fail``, which maps it to one status code with
+google.rpc details (``_status``); an exception nobody expected is logged and
+answered INTERNAL, and the server goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from echo_service import errors
+from echo_service._proto.echo.v1 import (
+    action_pb2,
+    echo_service_pb2,
+    echo_service_pb2_grpc,
+)
+from echo_service.engine import ActionSpec, Assigned
+from echo_service.errors import FieldViolation, InvalidArgument
+from echo_service.server._common import (
+    call_trace_context,
+    cancel,
+    heartbeat,
+    heartbeat_interval,
+    rename_paths,
+    stream_filters,
+    subscribe,
+)
+from echo_service.server._connect import Session
+from echo_service.server._convert import (
+    action_to_proto,
+    event_to_proto,
+    signature_to_proto,
+    spec_from_proto,
+)
+from echo_service.server._feed import CLOSED, TIMEOUT, Feed
+from echo_service.server._runtime import Runtime
+from echo_service.server._security import check_admin
+from echo_service.server._status import problem_for, rpc_status_for
+
+__all__ = ["EchoServicer"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY_WHILE_STOPPING = timedelta(seconds=1)
+
+
+class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):  # type: ignore[misc]
+    """The contract's RPCs over one ``Runtime``."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._rt = runtime
+
+    # -- helpers ------------------------------------------------------------
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext, exc: BaseException, rpc: str
+    ) -> NoReturn:
+        problem = problem_for(exc, rpc=rpc)
+        await context.abort_with_status(rpc_status_for(problem))
+        raise AssertionError("abort returned")  # pragma: no cover
+
+    def _refuse_if_draining(self) -> None:
+        if self._rt.draining:
+            raise errors.Unavailable(
+                "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
+            )
+
+    def _spec(
+        self, action: action_pb2.Action, path: str, trace: dict[str, str]
+    ) -> ActionSpec:
+        return spec_from_proto(
+            action,
+            path=path,
+            signatures=self._rt.signatures,
+            limits=self._rt.limits,
+            call_trace_context=trace,
+        )
+
+    def _assigned(self, assigned: Assigned) -> echo_service_pb2.AssignResponse:
+        return echo_service_pb2.AssignResponse(
+            action=action_to_proto(assigned.action, self._rt.signatures),
+            duplicate=assigned.duplicate,
+        )
+
+    async def _assign_specs(self, specs: Sequence[ActionSpec]) -> list[Assigned]:
+        self._refuse_if_draining()
+        return await self._rt.blocking(self._rt.engine.assign, list(specs))
+
+    # -- unary --------------------------------------------------------------
+
+    async def Assign(  # noqa: N802 - the contract's RPC name
+        self, request: echo_service_pb2.AssignRequest, context: grpc.aio.ServicerContext
+    ) -> echo_service_pb2.AssignResponse:
+        try:
+            self._refuse_if_draining()
+            if not request.HasField("action"):
+                raise InvalidArgument(
+                    "an action is required", [FieldViolation("action", "required")]
+                )
+            spec = self._spec(request.action, "action", call_trace_context(context))
+            [assigned] = await self._assign_specs([spec])
+        except Exception as exc:
+            await self._fail(
+                context, rename_paths(exc, "actions[0]", "action"), "Assign"
+            )
+        return self._assigned(assigned)
+
+    async def AssignMany(  # noqa: N802 - the contract's RPC name
+        self,
+        request: echo_service_pb2.AssignManyRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> echo_service_pb2.AssignManyResponse:
+        try:
+            self._refuse_if_draining()
+            self._check_count(len(request.actions))
+            trace = call_trace_context(context)
+            specs: list[ActionSpec] = []
+            violations: list[FieldViolation] = []
+            for i, action in enumerate(request.actions):
+                try:
+                    specs.append(self._spec(action, f"actions[{i}]", trace))
+                except InvalidArgument as exc:
+                    violations.extend(exc.violations)
+            if violations:
+                raise InvalidArgument("invalid actions", violations)
+            assigned = await self._assign_specs(specs)
+        except Exception as exc:
+            await self._fail(context, exc, "AssignMany")
+        return echo_service_pb2.AssignManyResponse(
+            results=[self._assigned(a) for a in assigned]
+        )
+
+    def _check_count(self, count: int) -> None:
+        if count == 0:
+            raise InvalidArgument(
+                "no actions", [FieldViolation("actions", "at least one action")]
+            )
+        if count > self._rt.config.max_batch:
+            raise InvalidArgument(
+                "too many actions",
+                [
+                    FieldViolation(
+                        "actions", f"at most {self._rt.config.max_batch} actions a call"
+                    )
+                ],
+            )
+
+    async def AssignStream(  # noqa: N802 - the contract's RPC name
+        self,
+        request_iterator: AsyncIterator[echo_service_pb2.AssignStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> echo_service_pb2.AssignStreamResponse:
+        try:
+            self._refuse_if_draining()
+            trace = call_trace_context(context)
+            specs: list[ActionSpec] = []
+            async for message in request_iterator:
+                start = len(specs)
+                if start + len(message.actions) > self._rt.config.max_batch:
+                    self._check_count(start + len(message.actions))
+                violations: list[FieldViolation] = []
+                for i, action in enumerate(message.actions, start):
+                    try:
+                        specs.append(self._spec(action, f"actions[{i}]", trace))
+                    except InvalidArgument as exc:
+                        violations.extend(exc.violations)
+                if violations:
+                    # Fail fast: the client learns of it while still sending.
+                    raise InvalidArgument("invalid actions", violations)
+            self._check_count(len(specs))
+            assigned = await self._assign_specs(specs)
+        except Exception as exc:
+            await self._fail(context, exc, "AssignStream")
+        return echo_service_pb2.AssignStreamResponse(
+            results=[self._assigned(a) for a in assigned]
+        )
+
+    async def GetAction(  # noqa: N802 - the contract's RPC name
+        self,
+        request: echo_service_pb2.GetActionRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> echo_service_pb2.GetActionResponse:
+        try:
+            _require_id(request.id)
+            view = await self._rt.blocking(self._rt.engine.get, request.id)
+        except Exception as exc:
+            await self._fail(context, exc, "GetAction")
+        return echo_service_pb2.GetActionResponse(
+            action=action_to_proto(view, self._rt.signatures)
+        )
+
+    async def Cancel(  # noqa: N802 - the contract's RPC name
+        self, request: echo_service_pb2.CancelRequest, context: grpc.aio.ServicerContext
+    ) -> echo_service_pb2.CancelResponse:
+        try:
+            response = await cancel(self._rt, request, "")
+        except Exception as exc:
+            await self._fail(context, exc, "Cancel")
+        return response
+
+    async def ListSignatures(  # noqa: N802 - the contract's RPC name
+        self,
+        request: echo_service_pb2.ListSignaturesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> echo_service_pb2.ListSignaturesResponse:
+        signatures = sorted(self._rt.signatures.values(), key=lambda s: s.name)
+        return echo_service_pb2.ListSignaturesResponse(
+            signatures=[signature_to_proto(s) for s in signatures]
+        )
+
+    async def Shutdown(  # noqa: N802 - the contract's RPC name
+        self,
+        request: echo_service_pb2.ShutdownRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> echo_service_pb2.ShutdownResponse:
+        try:
+            check_admin(context.invocation_metadata(), self._rt.config.admin_token)
+            grace = self._rt.config.drain_grace
+            if request.HasField("grace"):
+                span = request.grace
+                if span.seconds < 0 or span.nanos < 0:
+                    raise InvalidArgument(
+                        "bad grace", [FieldViolation("grace", "must not be negative")]
+                    )
+                grace = span.ToTimedelta()
+            stats = self._rt.engine.stats
+        except Exception as exc:
+            await self._fail(context, exc, "Shutdown")
+        logger.warning(
+            "shutdown requested by %s; draining with a grace of %ss",
+            context.peer(),
+            grace.total_seconds(),
+        )
+        self._rt.draining = True
+        self._rt.request_shutdown(grace)
+        return echo_service_pb2.ShutdownResponse(
+            running=stats.running, waiting=stats.waiting
+        )
+
+    # -- streams ------------------------------------------------------------
+
+    async def Stream(  # noqa: N802 - the contract's RPC name
+        self, request: echo_service_pb2.StreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[echo_service_pb2.StreamResponse]:
+        rt = self._rt
+        try:
+            interval = heartbeat_interval(request, rt, "request")
+            ids, names = stream_filters(request, "request")
+            if rt.closing:
+                raise errors.Unavailable(
+                    "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
+                )
+            after = (
+                request.after_sequence if request.HasField("after_sequence") else None
+            )
+            feed, start = await subscribe(rt, after=after, ids=ids, names=names)
+        except Exception as exc:
+            await self._fail(context, exc, "Stream")
+        rt.open_stream(feed)
+        try:
+            # A heartbeat at once tells the client that its subscription is in
+            # place and from which sequence it is complete.
+            yield echo_service_pb2.StreamResponse(heartbeat=heartbeat(start))
+            async for message in _stream_messages(feed, interval, rt):
+                yield message
+        finally:
+            rt.close_stream(feed)
+            await feed.aclose()
+
+    async def Connect(  # noqa: N802 - the contract's RPC name
+        self,
+        request_iterator: AsyncIterator[echo_service_pb2.ConnectRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[echo_service_pb2.ConnectResponse]:
+        if self._rt.closing:
+            await self._fail(
+                context,
+                errors.Unavailable(
+                    "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
+                ),
+                "Connect",
+            )
+        session = Session(self._rt, self, call_trace_context(context))
+        self._rt.open_stream(session)
+        try:
+            async for message in session.run(request_iterator):
+                yield message
+        finally:
+            self._rt.close_stream(session)
+            await session.close()
+
+    # -- used by Connect sessions ---------------------------------------------
+
+    async def assign_one(
+        self, action: action_pb2.Action, trace: dict[str, str]
+    ) -> echo_service_pb2.AssignResponse:
+        """Assign for a session; errors name the field ``action``."""
+        try:
+            spec = self._spec(action, "action", trace)
+            [assigned] = await self._assign_specs([spec])
+        except Exception as exc:
+            raise rename_paths(exc, "actions[0]", "action") from exc
+        return self._assigned(assigned)
+
+
+def _require_id(action_id: str) -> None:
+    if not action_id:
+        raise InvalidArgument("an id is required", [FieldViolation("id", "required")])
+
+
+def _end(reason: str, *, retryable: bool, last: int) -> echo_service_pb2.StreamResponse:
+    return echo_service_pb2.StreamResponse(
+        end=echo_service_pb2.StreamEnd(
+            reason=reason, retryable=retryable, last_sequence=last
+        )
+    )
+
+
+async def _stream_messages(
+    feed: Feed, interval: timedelta, rt: Runtime
+) -> AsyncIterator[echo_service_pb2.StreamResponse]:
+    """Events, heartbeats when idle, and a StreamEnd when the server ends it."""
+    seconds = interval.total_seconds()
+    signatures = rt.signatures
+    try:
+        while True:
+            item: Any = await feed.next(seconds)
+            if item is TIMEOUT:
+                yield echo_service_pb2.StreamResponse(
+                    heartbeat=heartbeat(feed.position)
+                )
+            elif item is CLOSED:
+                for event in await feed.flush():
+                    yield echo_service_pb2.StreamResponse(
+                        event=event_to_proto(event, signatures)
+                    )
+                yield _end("server shutting down", retryable=True, last=feed.position)
+                return
+            else:
+                yield echo_service_pb2.StreamResponse(
+                    event=event_to_proto(item, signatures)
+                )
+    except errors.SlowConsumer as exc:
+        logger.info("ended a stream that fell behind at sequence %d", exc.last_sequence)
+        yield _end("listener too slow", retryable=True, last=exc.last_sequence)
+    except errors.Unavailable:
+        yield _end("server shutting down", retryable=True, last=feed.position)
