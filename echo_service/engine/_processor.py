@@ -173,7 +173,13 @@ class ActionProcessor:
                 "DeadlineExceeded", "the deadline passed", ErrorKind.DEADLINE
             )
             self._final(
-                run, stored, attempt - 1, _Failure(error), action_span, None, []
+                run,
+                stored=stored,
+                attempt=attempt - 1,
+                failure=_Failure(error),
+                span=action_span,
+                ctx=None,
+                hooks=(),
             )
             return
         entry = self._plan.entry(record.name)
@@ -185,7 +191,13 @@ class ActionProcessor:
                 non_retryable=True,
             )
             self._final(
-                run, stored, attempt - 1, _Failure(error), action_span, None, []
+                run,
+                stored=stored,
+                attempt=attempt - 1,
+                failure=_Failure(error),
+                span=action_span,
+                ctx=None,
+                hooks=(),
             )
             return
 
@@ -230,7 +242,12 @@ class ActionProcessor:
         try:
             with trace.use_span(attempt_span, end_on_exit=False):
                 result, failure, hooks_ran = self._attempt(
-                    entry.handler, ctx, spec.args, hooks, token, entry.signature.output
+                    handler=entry.handler,
+                    ctx=ctx,
+                    args=spec.args,
+                    hooks=hooks,
+                    token=token,
+                    output=entry.signature.output,
                 )
         finally:
             if timer is not None:
@@ -254,6 +271,34 @@ class ActionProcessor:
         if token.cause is CancelCause.SHUTDOWN:
             self._give_back(run, attempt, trace_id, failure, action_span)
             return
+        self._retry_or_fail(
+            run,
+            stored=stored,
+            attempt=attempt,
+            failure=failure,
+            span=action_span,
+            ctx=ctx,
+            hooks=hooks,
+            deadline=deadline,
+        )
+
+    def _retry_or_fail(
+        self,
+        run: Run,
+        *,
+        stored: StoredAction,
+        attempt: int,
+        failure: _Failure,
+        span: Span,
+        ctx: ExecutionContext,
+        hooks: Sequence[Hook],
+        deadline: float | None,
+    ) -> None:
+        """Put a failed attempt back in the journal with a due time, or end it."""
+        record = run.record
+        trace_id = stored.trace_id
+        action_span = span
+        options = stored.spec.options
         policy = options.retry_policy or self._default_retry
         delay = None
         if failure.error.kind in (
@@ -267,7 +312,15 @@ class ActionProcessor:
         if due is not None and deadline is not None and due >= deadline:
             delay = None
         if delay is None or due is None:
-            self._final(run, stored, attempt, failure, action_span, ctx, hooks)
+            self._final(
+                run,
+                stored=stored,
+                attempt=attempt,
+                failure=failure,
+                span=action_span,
+                ctx=ctx,
+                hooks=hooks,
+            )
             return
         for hook in hooks:
             self._quietly(hook.on_retry, ctx, failure.error, delay.total_seconds())
@@ -305,6 +358,7 @@ class ActionProcessor:
 
     def _attempt(
         self,
+        *,
         handler: Callable[..., Any],
         ctx: ExecutionContext,
         args: tuple[object, ...],
@@ -407,6 +461,7 @@ class ActionProcessor:
     def _final(
         self,
         run: Run,
+        *,
         stored: StoredAction,
         attempt: int,
         failure: _Failure,

@@ -50,7 +50,9 @@ EngineFactory = Callable[..., Engine]
 def make_engine(store: Store, clock: ManualClock) -> Iterator[EngineFactory]:
     made: list[Engine] = []
 
-    def make(plan: Plan, *, start: bool = True, on: Store | None = None, **kw: Any) -> Engine:
+    def make(
+        plan: Plan, *, start: bool = True, on: Store | None = None, **kw: Any
+    ) -> Engine:
         kw.setdefault("workers", 2)
         engine = Engine(plan, on or store, clock=clock, **kw)
         made.append(engine)
@@ -72,7 +74,9 @@ def events_until(
     seen: list[ActionEvent] = []
     while True:
         event = sub.get(timeout)
-        assert event is not None, f"no matching event; saw {[(e.state, e.attempt) for e in seen]}"
+        assert event is not None, (
+            f"no matching event; saw {[(e.state, e.attempt) for e in seen]}"
+        )
         seen.append(event)
         if done(event):
             return seen

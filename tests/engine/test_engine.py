@@ -34,7 +34,9 @@ def opts(**kw: object) -> ActionOptions:
     return ActionOptions(**kw)  # type: ignore[arg-type]
 
 
-def flaky_plan(fail_times: dict[str, int] | None = None, exc: type[Exception] = ValueError):
+def flaky_plan(
+    fail_times: dict[str, int] | None = None, exc: type[Exception] = ValueError
+):
     """``flaky(key)`` fails ``fail_times[key]`` times, then returns its attempt."""
     b = PlanBuilder()
     counts: dict[str, int] = {}
@@ -56,8 +58,13 @@ def advance_through_retries(clock: ManualClock, sub, action_id: str):
     """Advance time by each retry's delay until the action finishes."""
     seen = []
     while True:
-        ev = events_until(sub, lambda e: e.action_id == action_id and (
-            e.state.finished or e.state is State.RETRYING))
+        ev = events_until(
+            sub,
+            lambda e: (
+                e.action_id == action_id
+                and (e.state.finished or e.state is State.RETRYING)
+            ),
+        )
         seen.extend(ev)
         last = ev[-1]
         if last.state.finished:
@@ -65,13 +72,18 @@ def advance_through_retries(clock: ManualClock, sub, action_id: str):
         clock.advance(last.retry_delay)
 
 
-def test_a_failing_action_retries_after_the_policys_delays_then_succeeds(make_engine, clock) -> None:
+def test_a_failing_action_retries_after_the_policys_delays_then_succeeds(
+    make_engine, clock
+) -> None:
     engine = make_engine(flaky_plan({"a": 2}).build())
     sub = engine.subscribe()
     [a] = engine.assign([ActionSpec("flaky", ("a",), opts())])
     events = advance_through_retries(clock, sub, a.action.id)
     retries = [e for e in events if e.state is State.RETRYING]
-    assert [e.retry_delay for e in retries] == [timedelta(seconds=1), timedelta(seconds=2)]
+    assert [e.retry_delay for e in retries] == [
+        timedelta(seconds=1),
+        timedelta(seconds=2),
+    ]
     assert [e.attempt for e in retries] == [1, 2]
     assert events[-1].state is State.SUCCEEDED and events[-1].result == 3
 
@@ -87,7 +99,10 @@ def test_retries_stop_at_the_limit_and_the_final_error_is_the_handlers_own(
     assert last.state is State.FAILED and last.attempt == 3
     assert last.error is not None
     assert (last.error.type, last.error.message, last.error.kind) == (
-        "ValueError", "x failed try 3", ErrorKind.HANDLER)
+        "ValueError",
+        "x failed try 3",
+        ErrorKind.HANDLER,
+    )
     view = engine.get(a.action.id)
     assert view.state is State.FAILED and view.error == last.error
 
@@ -95,10 +110,16 @@ def test_retries_stop_at_the_limit_and_the_final_error_is_the_handlers_own(
 def test_retry_delays_with_jitter_stay_within_bounds(make_engine, clock) -> None:
     engine = make_engine(flaky_plan().build())
     sub = engine.subscribe()
-    policy = RetryPolicy(initial_interval=timedelta(seconds=10), jitter=0.5, maximum_attempts=4)
-    [a] = engine.assign([ActionSpec("flaky", ("j",), ActionOptions(retry_policy=policy))])
+    policy = RetryPolicy(
+        initial_interval=timedelta(seconds=10), jitter=0.5, maximum_attempts=4
+    )
+    [a] = engine.assign(
+        [ActionSpec("flaky", ("j",), ActionOptions(retry_policy=policy))]
+    )
     events = advance_through_retries(clock, sub, a.action.id)
-    delays = [e.retry_delay.total_seconds() for e in events if e.state is State.RETRYING]
+    delays = [
+        e.retry_delay.total_seconds() for e in events if e.state is State.RETRYING
+    ]
     assert len(delays) == 3
     for delay, base in zip(delays, (10, 20, 40), strict=True):
         assert base * 0.5 <= delay <= base * 1.5
@@ -137,11 +158,15 @@ def test_a_handlers_retry_signal_sets_the_next_delay(make_engine, clock) -> None
     sub = engine.subscribe()
     [a] = engine.assign([ActionSpec("later", options=opts())])
     events = advance_through_retries(clock, sub, a.action.id)
-    assert [e.retry_delay for e in events if e.state is State.RETRYING] == [timedelta(seconds=7)]
+    assert [e.retry_delay for e in events if e.state is State.RETRYING] == [
+        timedelta(seconds=7)
+    ]
     assert events[-1].result == 2
 
 
-def test_concurrent_failing_actions_each_get_their_own_attempt_count(make_engine, clock) -> None:
+def test_concurrent_failing_actions_each_get_their_own_attempt_count(
+    make_engine, clock
+) -> None:
     engine = make_engine(flaky_plan().build(), workers=2)
     sub = engine.subscribe()
     keys = [f"k{i}" for i in range(8)]
@@ -174,7 +199,7 @@ def test_a_retry_keeps_the_priority_and_every_option(make_engine, clock) -> None
     assert view.options == engine.get(a.action.id).options == a.action.options
     assert view.options.priority == 7 and view.metadata == {"m": "1"}
     # the journal row itself keeps the priority, so the re-claim honours it
-    assert engine._store.get(a.action.id).priority == 7  # noqa: SLF001
+    assert engine._store.get(a.action.id).priority == 7
     clock.advance(timedelta(seconds=1))
     assert events_until(sub, finished(a.action.id))[-1].state is State.SUCCEEDED
 
@@ -205,14 +230,31 @@ def test_hooks_run_in_the_documented_order(make_engine, clock) -> None:
     b.hook("a", Recorder("a", log)).hook("b", Recorder("b", log))
     engine = make_engine(b.build())
     sub = engine.subscribe()
-    [x] = engine.assign([ActionSpec("flaky", ("h",), opts(), metadata={"hooks": "a, b"})])
+    [x] = engine.assign(
+        [ActionSpec("flaky", ("h",), opts(), metadata={"hooks": "a, b"})]
+    )
     advance_through_retries(clock, sub, x.action.id)
     assert log == [
-        "before:g1", "before:g2", "before:a", "before:b",
-        "after:b:err", "after:a:err", "after:g2:err", "after:g1:err",
-        "retry:g1", "retry:g2", "retry:a", "retry:b",
-        "before:g1", "before:g2", "before:a", "before:b",
-        "after:b:ok", "after:a:ok", "after:g2:ok", "after:g1:ok",
+        "before:g1",
+        "before:g2",
+        "before:a",
+        "before:b",
+        "after:b:err",
+        "after:a:err",
+        "after:g2:err",
+        "after:g1:err",
+        "retry:g1",
+        "retry:g2",
+        "retry:a",
+        "retry:b",
+        "before:g1",
+        "before:g2",
+        "before:a",
+        "before:b",
+        "after:b:ok",
+        "after:a:ok",
+        "after:g2:ok",
+        "after:g1:ok",
     ]
 
 
@@ -223,8 +265,16 @@ def test_a_failing_before_hook_fails_the_attempt_with_kind_hook(make_engine) -> 
     engine = make_engine(b.build())
     sub = engine.subscribe()
     policy = RetryPolicy(maximum_attempts=1)
-    [x] = engine.assign([ActionSpec("flaky", ("z",), ActionOptions(retry_policy=policy),
-                                    metadata={"hooks": "deny"})])
+    [x] = engine.assign(
+        [
+            ActionSpec(
+                "flaky",
+                ("z",),
+                ActionOptions(retry_policy=policy),
+                metadata={"hooks": "deny"},
+            )
+        ]
+    )
     last = events_until(sub, finished(x.action.id))[-1]
     assert last.error.kind is ErrorKind.HOOK and last.error.type == "PermissionError"
     assert log == ["before:deny", "failure:deny"]
@@ -237,7 +287,9 @@ def test_unknown_hook_names_are_refused_at_assign(make_engine) -> None:
     assert err.value.violations[0].field == "actions[0].metadata.hooks"
 
 
-def test_a_plain_handler_past_its_timeout_is_told_and_recorded_timed_out(make_engine, clock) -> None:
+def test_a_plain_handler_past_its_timeout_is_told_and_recorded_timed_out(
+    make_engine, clock
+) -> None:
     b = PlanBuilder()
     started = threading.Event()
     told = threading.Event()
@@ -251,7 +303,10 @@ def test_a_plain_handler_past_its_timeout_is_told_and_recorded_timed_out(make_en
 
     engine = make_engine(b.build())
     sub = engine.subscribe()
-    options = ActionOptions(attempt_timeout=timedelta(seconds=5), retry_policy=RetryPolicy(maximum_attempts=1))
+    options = ActionOptions(
+        attempt_timeout=timedelta(seconds=5),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
     [x] = engine.assign([ActionSpec("slow", options=options)])
     assert started.wait(WAIT)
     clock.advance(timedelta(seconds=5))
@@ -276,7 +331,9 @@ def test_a_coroutine_handler_is_cancelled_at_its_timeout(make_engine, clock) -> 
 
     engine = make_engine(b.build())
     sub = engine.subscribe()
-    policy = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=1), jitter=0)
+    policy = RetryPolicy(
+        maximum_attempts=2, initial_interval=timedelta(seconds=1), jitter=0
+    )
     options = ActionOptions(attempt_timeout=timedelta(seconds=2), retry_policy=policy)
     [x] = engine.assign([ActionSpec("sleeper", options=options)])
     assert started.wait(WAIT)
@@ -308,7 +365,14 @@ def test_a_wrong_result_fails_the_attempt_as_invalid_result(make_engine) -> None
 
     engine = make_engine(b.build())
     sub = engine.subscribe()
-    [x] = engine.assign([ActionSpec("liar", options=ActionOptions(retry_policy=RetryPolicy(maximum_attempts=1)))])
+    [x] = engine.assign(
+        [
+            ActionSpec(
+                "liar",
+                options=ActionOptions(retry_policy=RetryPolicy(maximum_attempts=1)),
+            )
+        ]
+    )
     last = events_until(sub, finished(x.action.id))[-1]
     assert last.error.kind is ErrorKind.INVALID_RESULT
 
@@ -316,12 +380,18 @@ def test_a_wrong_result_fails_the_attempt_as_invalid_result(make_engine) -> None
 def test_cancelling_a_waiting_action_ends_it_at_once(make_engine) -> None:
     engine = make_engine(flaky_plan().build())
     sub = engine.subscribe()
-    [x] = engine.assign([ActionSpec("flaky", ("c",), ActionOptions(delay=timedelta(hours=1)))])
+    [x] = engine.assign(
+        [ActionSpec("flaky", ("c",), ActionOptions(delay=timedelta(hours=1)))]
+    )
     assert x.action.state is State.ACCEPTED
     view = engine.cancel(x.action.id, "changed my mind")
     assert view.state is State.CANCELLED
     events = events_until(sub, finished(x.action.id))
-    assert [e.state for e in events] == [State.ACCEPTED, State.SCHEDULED, State.CANCELLED]
+    assert [e.state for e in events] == [
+        State.ACCEPTED,
+        State.SCHEDULED,
+        State.CANCELLED,
+    ]
     assert events[-1].error.message == "changed my mind"
     with pytest.raises(errors.FailedPrecondition):
         engine.cancel(x.action.id)
@@ -329,7 +399,9 @@ def test_cancelling_a_waiting_action_ends_it_at_once(make_engine) -> None:
         engine.cancel("no-such-id")
 
 
-def test_cancelling_a_running_action_goes_through_its_token_and_never_retries(make_engine) -> None:
+def test_cancelling_a_running_action_goes_through_its_token_and_never_retries(
+    make_engine,
+) -> None:
     b = PlanBuilder()
     started = threading.Event()
 
@@ -341,7 +413,14 @@ def test_cancelling_a_running_action_goes_through_its_token_and_never_retries(ma
 
     engine = make_engine(b.build())
     sub = engine.subscribe()
-    [x] = engine.assign([ActionSpec("patient", options=ActionOptions(retry_policy=RetryPolicy(maximum_attempts=0)))])
+    [x] = engine.assign(
+        [
+            ActionSpec(
+                "patient",
+                options=ActionOptions(retry_policy=RetryPolicy(maximum_attempts=0)),
+            )
+        ]
+    )
     assert started.wait(WAIT)
     engine.cancel(x.action.id, "enough")
     events = events_until(sub, finished(x.action.id))

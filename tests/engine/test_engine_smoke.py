@@ -16,7 +16,12 @@ def test_an_assigned_action_runs_and_succeeds(make_engine) -> None:
     sub = engine.subscribe(after=0)
     [assigned] = engine.assign([ActionSpec("add", (2, 3))])
     events = events_until(sub, finished(assigned.action.id))
-    assert [e.state for e in events] == [State.ACCEPTED, State.QUEUED, State.RUNNING, State.SUCCEEDED]
+    assert [e.state for e in events] == [
+        State.ACCEPTED,
+        State.QUEUED,
+        State.RUNNING,
+        State.SUCCEEDED,
+    ]
     assert events[-1].result == 5 and type(events[-1].result) is int
     assert engine.get(assigned.action.id).result == 5
     sub.close()

@@ -11,6 +11,7 @@ from echo_service import errors
 from echo_service.engine import (
     ActionOptions,
     ActionSpec,
+    Engine,
     ExecutionContext,
     PackedMessage,
     PlanBuilder,
@@ -42,15 +43,20 @@ def gate_plan():
     return b.build(), gate, started
 
 
-def test_bad_specs_are_refused_with_field_paths_and_nothing_is_journaled(make_engine, store) -> None:
+def test_bad_specs_are_refused_with_field_paths_and_nothing_is_journaled(
+    make_engine, store
+) -> None:
     plan, _, _ = gate_plan()
     engine = make_engine(plan)
     specs = [
         ActionSpec("echo", (1,)),
         ActionSpec("nope"),
         ActionSpec("wait", (1,)),
-        ActionSpec("echo", (1,), ActionOptions(delay=timedelta(seconds=1),
-                                               not_before=datetime.now(UTC))),
+        ActionSpec(
+            "echo",
+            (1,),
+            ActionOptions(delay=timedelta(seconds=1), not_before=datetime.now(UTC)),
+        ),
         ActionSpec("echo", (1,), ActionOptions(attempt_timeout=timedelta(0))),
         ActionSpec("echo", (1,), ActionOptions(retry_policy=RetryPolicy(jitter=2))),
         ActionSpec("echo", (1,), ActionOptions(next_action=ActionSpec("wait", ()))),
@@ -76,7 +82,9 @@ def test_values_round_trip_with_integers_kept_integers(make_engine) -> None:
     [a] = engine.assign([ActionSpec("echo", (value,))])
     events = events_until(sub, finished(a.action.id))
     progress = [e.progress for e in events if e.state is State.PROGRESS]
-    assert progress and progress[0].fraction == 0.5 and progress[0].message == "half way"
+    assert (
+        progress and progress[0].fraction == 0.5 and progress[0].message == "half way"
+    )
     result = events[-1].result
     assert result == value
     assert type(result["n"]) is int and type(result["f"]) is float
@@ -88,7 +96,9 @@ def test_values_round_trip_with_integers_kept_integers(make_engine) -> None:
         assert got == other and type(got) is type(other)
 
 
-def test_an_idempotency_key_returns_the_first_action_as_a_duplicate(make_engine) -> None:
+def test_an_idempotency_key_returns_the_first_action_as_a_duplicate(
+    make_engine,
+) -> None:
     plan, _, _ = gate_plan()
     engine = make_engine(plan)
     options = ActionOptions(idempotency_key="once", delay=timedelta(hours=1))
@@ -108,15 +118,23 @@ def test_assign_past_max_waiting_is_queue_full_with_a_retry_hint(make_engine) ->
     assert err.value.retry_after > timedelta(0)
 
 
-def test_a_delayed_action_waits_in_the_journal_until_due(make_engine, clock, store) -> None:
+def test_a_delayed_action_waits_in_the_journal_until_due(
+    make_engine, clock, store
+) -> None:
     plan, _, _ = gate_plan()
     engine = make_engine(plan)
     sub = engine.subscribe()
-    [a] = engine.assign([ActionSpec("echo", ("later",), ActionOptions(delay=timedelta(0)))])
+    [a] = engine.assign(
+        [ActionSpec("echo", ("later",), ActionOptions(delay=timedelta(0)))]
+    )
     assert events_until(sub, finished(a.action.id))[-1].result == "later"  # zero is now
-    [b] = engine.assign([ActionSpec("echo", ("later",), ActionOptions(delay=timedelta(minutes=1)))])
+    [b] = engine.assign(
+        [ActionSpec("echo", ("later",), ActionOptions(delay=timedelta(minutes=1)))]
+    )
     events_until(sub, lambda e: e.state is State.SCHEDULED)
-    assert engine.stats.in_flight == 0 and store.get(b.action.id).state is State.SCHEDULED
+    assert (
+        engine.stats.in_flight == 0 and store.get(b.action.id).state is State.SCHEDULED
+    )
     clock.advance(timedelta(minutes=1))
     assert events_until(sub, finished(b.action.id))[-1].state is State.SUCCEEDED
 
@@ -142,7 +160,9 @@ def test_the_feeder_keeps_only_a_few_batches_in_memory(make_engine, store) -> No
     sub.close()
 
 
-def test_subscribe_after_replays_then_goes_live_without_gap_or_duplicate(make_engine) -> None:
+def test_subscribe_after_replays_then_goes_live_without_gap_or_duplicate(
+    make_engine,
+) -> None:
     plan, _, _ = gate_plan()
     engine = make_engine(plan)
     live = engine.subscribe()
@@ -188,7 +208,9 @@ def test_children_and_next_actions_are_journaled_with_their_parent(make_engine) 
 
     engine = make_engine(b.build())
     sub = engine.subscribe()
-    [r] = engine.assign([ActionSpec("root", options=ActionOptions(next_action=ActionSpec("leaf")))])
+    [r] = engine.assign(
+        [ActionSpec("root", options=ActionOptions(next_action=ActionSpec("leaf")))]
+    )
     ids: set[str] = set()
     while len(ids) < 3:
         e = sub.get(WAIT)
@@ -200,14 +222,18 @@ def test_children_and_next_actions_are_journaled_with_their_parent(make_engine) 
     assert {engine.get(i).parent_id for i in others} == {r.action.id}
 
 
-def test_drain_refuses_assigns_lets_running_work_finish_and_close_flushes(make_engine) -> None:
+def test_drain_refuses_assigns_lets_running_work_finish_and_close_flushes(
+    make_engine,
+) -> None:
     plan, gate, started = gate_plan()
     engine = make_engine(plan)
     sub = engine.subscribe()
     [a] = engine.assign([ActionSpec("wait", ("x",))])
     assert started.acquire(timeout=WAIT)
     result: list[object] = []
-    drainer = threading.Thread(target=lambda: result.append(engine.drain(timedelta(hours=1))))
+    drainer = threading.Thread(
+        target=lambda: result.append(engine.drain(timedelta(hours=1)))
+    )
     drainer.start()
     # drain turns assigns away at once
     deadline = threading.Event()
@@ -230,11 +256,10 @@ def test_drain_refuses_assigns_lets_running_work_finish_and_close_flushes(make_e
             sub.get(WAIT)
 
 
-def test_restart_reruns_unfinished_actions_and_keeps_their_attempt_counts(sqlite_path, clock) -> None:
-    from echo_service.engine import Engine
-
+def test_restart_reruns_unfinished_actions_and_keeps_their_attempt_counts(
+    sqlite_path, clock
+) -> None:
     b = PlanBuilder()
-    gate = threading.Event()
     started = threading.Event()
     runs: list[int] = []
 
@@ -252,7 +277,9 @@ def test_restart_reruns_unfinished_actions_and_keeps_their_attempt_counts(sqlite
     engine = Engine(plan, store, clock=clock, workers=2)
     engine.start()
     [a] = engine.assign([ActionSpec("job")])
-    [later] = engine.assign([ActionSpec("job", options=ActionOptions(delay=timedelta(minutes=5)))])
+    [later] = engine.assign(
+        [ActionSpec("job", options=ActionOptions(delay=timedelta(minutes=5)))]
+    )
     assert started.wait(WAIT)
     report = engine.drain(timedelta(0))
     assert report.interrupted == 1 and report.abandoned == 0

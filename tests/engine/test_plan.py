@@ -79,7 +79,15 @@ SIG = ActionSignature(
     ),
     TypeRef(ValueType.NONE),
 )
-GOOD = ("x", 1, 2, True, b"\x00", {"k": [1, 2.5, None]}, PackedMessage("t/pkg.Thing", b""))
+GOOD = (
+    "x",
+    1,
+    2,
+    True,
+    b"\x00",
+    {"k": [1, 2.5, None]},
+    PackedMessage("t/pkg.Thing", b""),
+)
 
 
 def test_good_arguments_pass_and_an_int_for_a_double_becomes_a_float() -> None:
@@ -109,7 +117,9 @@ def test_arity_is_checked() -> None:
         (6, PackedMessage("t/pkg.Other", b"")),
     ],
 )
-def test_each_bad_argument_is_a_field_violation_at_its_index(index: int, value: object) -> None:
+def test_each_bad_argument_is_a_field_violation_at_its_index(
+    index: int, value: object
+) -> None:
     args = list(GOOD)
     args[index] = value
     with pytest.raises(InvalidArgument) as err:

@@ -14,7 +14,9 @@ ERR = ActionErrorInfo("ValueError", "bad", ErrorKind.HANDLER)
 
 def test_delays_grow_by_the_coefficient_and_stay_within_the_jitter_bounds() -> None:
     policy = RetryPolicy(
-        initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, jitter=0.2,
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        jitter=0.2,
         maximum_attempts=0,
     )
     for attempt, base in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0)]:
@@ -73,10 +75,15 @@ def test_a_handlers_next_delay_overrides_the_backoff_but_not_the_limit() -> None
         (RetryPolicy(jitter=1.5), "jitter"),
         (RetryPolicy(initial_interval=timedelta(seconds=-1)), "initial_interval"),
         (
-            RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=1)),
+            RetryPolicy(
+                initial_interval=timedelta(seconds=2),
+                maximum_interval=timedelta(seconds=1),
+            ),
             "maximum_interval",
         ),
     ],
 )
-def test_nonsense_policies_are_reported_by_field(policy: RetryPolicy, field: str) -> None:
+def test_nonsense_policies_are_reported_by_field(
+    policy: RetryPolicy, field: str
+) -> None:
     assert [f for f, _ in policy_problems(policy)] == [field]

@@ -33,7 +33,9 @@ def traced():
     return provider, exporter
 
 
-def test_an_actions_spans_continue_its_trace_and_record_the_error_once(make_engine, clock) -> None:
+def test_an_actions_spans_continue_its_trace_and_record_the_error_once(
+    make_engine, clock
+) -> None:
     provider, exporter = traced()
     b = PlanBuilder()
 
@@ -46,8 +48,15 @@ def test_an_actions_spans_continue_its_trace_and_record_the_error_once(make_engi
     engine = make_engine(b.build(), tracer_provider=provider)
     sub = engine.subscribe()
     policy = RetryPolicy(initial_interval=timedelta(seconds=1), jitter=0)
-    [a] = engine.assign([ActionSpec("once_flaky", options=ActionOptions(retry_policy=policy),
-                                    trace_context=PARENT)])
+    [a] = engine.assign(
+        [
+            ActionSpec(
+                "once_flaky",
+                options=ActionOptions(retry_policy=policy),
+                trace_context=PARENT,
+            )
+        ]
+    )
     retry = events_until(sub, lambda e: e.state is State.RETRYING)[-1]
     assert retry.trace_id == TRACE_ID
     clock.advance(retry.retry_delay)
@@ -61,7 +70,9 @@ def test_an_actions_spans_continue_its_trace_and_record_the_error_once(make_engi
         by_name.setdefault(s.name, []).append(s)
     [assign] = by_name["echo.assign once_flaky"]
     [action] = by_name["echo.action once_flaky"]
-    attempts = sorted(by_name["echo.attempt once_flaky"], key=lambda s: s.attributes["echo.attempt"])
+    attempts = sorted(
+        by_name["echo.attempt once_flaky"], key=lambda s: s.attributes["echo.attempt"]
+    )
     assert assign.parent.span_id == 0x00F067AA0BA902B7
     assert action.parent.span_id == assign.context.span_id
     assert [s.parent.span_id for s in attempts] == [action.context.span_id] * 2
@@ -84,7 +95,14 @@ def test_a_final_failure_ends_the_action_span_with_error_status(make_engine) -> 
 
     engine = make_engine(b.build(), tracer_provider=provider)
     sub = engine.subscribe()
-    [a] = engine.assign([ActionSpec("broken", options=ActionOptions(retry_policy=RetryPolicy(maximum_attempts=1)))])
+    [a] = engine.assign(
+        [
+            ActionSpec(
+                "broken",
+                options=ActionOptions(retry_policy=RetryPolicy(maximum_attempts=1)),
+            )
+        ]
+    )
     events_until(sub, finished(a.action.id))
     engine.close()
     spans = {s.name: s for s in exporter.get_finished_spans()}
@@ -95,7 +113,9 @@ def test_a_final_failure_ends_the_action_span_with_error_status(make_engine) -> 
     assert [e.name for e in attempt.events] == ["exception"]
 
 
-def test_child_actions_stolen_by_another_worker_stay_in_the_parents_trace(make_engine) -> None:
+def test_child_actions_stolen_by_another_worker_stay_in_the_parents_trace(
+    make_engine,
+) -> None:
     provider, exporter = traced()
     b = PlanBuilder()
     stolen = threading.Event()
