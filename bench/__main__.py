@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import sys
@@ -21,12 +22,14 @@ _KEYS = ("scenario", "metric", "echo", "baseline", "baseline_name", "ratio")
 
 
 def _load(name: str) -> Callable[[bool], list[Record]]:
-    """The scenario's ``run``; ``Missing`` when its module is not built yet."""
+    """The scenario's ``run``; ``Missing`` when its module is not written yet.
+
+    A module that exists but fails to import is a failure, not a skip.
+    """
     module_name = f"bench.{name}"
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise Missing(f"cannot import {module_name}: {exc}") from exc
+    if importlib.util.find_spec(module_name) is None:
+        raise Missing(f"{module_name} is not written yet")
+    module = importlib.import_module(module_name)
     runner: Callable[[bool], list[Record]] = module.run
     return runner
 

@@ -18,8 +18,8 @@ __all__ = ["broker", "noop"]
 
 _URL = os.environ.get("ECHO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
-broker = RedisBroker(url=_URL)
-broker.add_middleware(Results(backend=RedisBackend(url=_URL)))
+broker = RedisBroker(url=_URL)  # type: ignore[no-untyped-call]
+broker.add_middleware(Results(backend=RedisBackend(url=_URL)))  # type: ignore[no-untyped-call]
 dramatiq.set_broker(broker)
 
 

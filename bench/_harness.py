@@ -81,7 +81,9 @@ def record(
 def _round(value: float | None) -> float | None:
     if value is None:
         return None
-    return round(value, 3 if abs(value) < 100 else 1)
+    if abs(value) >= 100:
+        return round(value, 1)
+    return float(f"{value:.4g}")  # four significant digits, however small
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -225,13 +227,36 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        # Workers the child forked may outlive it in the group: end them too.
+        # Workers the child forked may outlive it in the group: end them too,
+        # and wait until they are really gone (or left as zombies to reap).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        give_up = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < give_up:
+            time.sleep(0.02)
         if self._reader is not None:
             self._reader.join(10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs (zombies do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command: state, ppid, pgrp, ...
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def bounded(count: int, seconds: float) -> Iterator[int]:

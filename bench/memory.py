@@ -42,7 +42,7 @@ _CHUNK = 10_000
 
 def _psutil() -> object:
     try:
-        import psutil  # noqa: PLC0415 - optional dependency (bench extra)
+        import psutil  # type: ignore[import-untyped]  # noqa: PLC0415 - optional
     except ImportError as exc:
         raise Missing("psutil is not installed (pip install -e '.[bench]')") from exc
     return psutil
@@ -118,10 +118,9 @@ def _celery_message(url: str) -> bytes:
         message = client.rpop("bench-memory")
     finally:
         client.close()
-    if not message:
+    if not isinstance(message, bytes):
         raise RuntimeError("Celery left no message in Redis")
-    data: bytes = message
-    return data
+    return message
 
 
 def _redis_queued(total: int, limit: float) -> float:
