@@ -1,10 +1,15 @@
-"""Built-in plans. ``file_plan`` serves files under one root directory."""
+"""Built-in plans, and loading a user's own.
+
+``file_plan`` serves files under one root directory; ``load_plan`` imports a
+plan named ``package.module:attribute``.
+"""
 
 from echo_service.plans._files import (
     DEFAULT_MAX_READ_BYTES,
     DEFAULT_MAX_WRITE_BYTES,
     file_plan,
 )
+from echo_service.plans._loading import PlanLoadError, load_plan
 from echo_service.plans._sandbox import (
     FileTooLargeError,
     InvalidPathError,
@@ -22,8 +27,10 @@ __all__ = [
     "InvalidPathError",
     "NotRegularFileError",
     "PathEscapeError",
+    "PlanLoadError",
     "ReservedPathError",
     "Sandbox",
     "SandboxError",
     "file_plan",
+    "load_plan",
 ]

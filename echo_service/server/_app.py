@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -39,6 +39,8 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
 
 from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
 from echo_service.config import Config
@@ -60,7 +62,14 @@ SERVICE_NAME: str = echo_service_pb2.DESCRIPTOR.services_by_name[
 
 
 def build_server(
-    config: Config, *, plan: Plan, store: Store | None = None
+    config: Config,
+    *,
+    plan: Plan,
+    store: Store | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    credentials: grpc.ServerCredentials | None = None,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
 ) -> EchoServer:
     """Wire a server for ``config`` serving ``plan``; call ``start`` next.
 
@@ -69,6 +78,11 @@ def build_server(
         plan: the actions to offer.
         store: the journal to use; None opens the one ``config.store`` names
             (and the server closes it when it stops).
+        interceptors: ``grpc.aio`` server interceptors, outermost first
+            (telemetry, then authentication).
+        credentials: TLS credentials; None listens in plaintext.
+        tracer_provider: where the engine's spans go; None: the global one.
+        meter_provider: where the engine's metrics go; None: the global one.
     """
     owns_store = store is None
     if store is None:
@@ -77,22 +91,43 @@ def build_server(
         )
     try:
         engine = Engine(
-            plan, store, workers=config.workers, max_waiting=config.max_waiting
+            plan,
+            store,
+            workers=config.workers,
+            max_waiting=config.max_waiting,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
         )
     except BaseException:
         if owns_store:
             store.close()
         raise
-    return EchoServer(config, engine=engine, store=store, owns_store=owns_store)
+    return EchoServer(
+        config,
+        engine=engine,
+        store=store,
+        owns_store=owns_store,
+        interceptors=interceptors,
+        credentials=credentials,
+    )
 
 
 class EchoServer:
     """A running Echo service. See the module docstring for the stop order."""
 
     def __init__(
-        self, config: Config, *, engine: Engine, store: Store, owns_store: bool
+        self,
+        config: Config,
+        *,
+        engine: Engine,
+        store: Store,
+        owns_store: bool,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.config = config
+        self._interceptors = tuple(interceptors)
+        self._credentials = credentials
         self.engine = engine
         self.store = store
         self._owns_store = owns_store
@@ -208,6 +243,7 @@ class EchoServer:
         )
         limit = config.max_message_bytes
         server = grpc.aio.server(
+            interceptors=self._interceptors,
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
@@ -218,7 +254,7 @@ class EchoServer:
                 ("grpc.keepalive_timeout_ms", 20_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
         echo_service_pb2_grpc.add_EchoServiceServicer_to_server(
             EchoServicer(self._runtime), server
@@ -235,7 +271,10 @@ class EchoServer:
         )
         address = f"{_bracketed(config.host)}:{config.port}"
         try:
-            port = server.add_insecure_port(address)
+            if self._credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, self._credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address}: {exc}") from exc
         if not port:
