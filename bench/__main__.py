@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -67,6 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="JSON file for the records; the plot goes beside it (default: "
         "bench/results/latest.json)",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run every Echo server under py-spy; samples and summaries go to DIR",
+    )
     args = parser.parse_args(argv)
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
@@ -77,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[Record] = []
     failed: list[str] = []
     skipped: dict[str, str] = {}
+    if args.profile:
+        os.environ["ECHO_BENCH_PROFILE"] = str(args.profile.resolve())
     for name in names:
+        os.environ["ECHO_BENCH_SCENARIO"] = name
         print(f"running {name}{' (quick)' if args.quick else ''} ...", file=sys.stderr)
         started = time.perf_counter()
         try:

@@ -24,6 +24,7 @@ from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
 from echo_service._proto.echo.v1 import echo_service_pb2_grpc as rpc
 
 from ._harness import Child, Missing, python_env
+from ._profile import profile_argv, summarize
 
 __all__ = [
     "PLAN",
@@ -92,13 +93,24 @@ def echo_server(
             PLAN,
             *extra,
         ]
+        argv, samples = profile_argv(argv)
         with Child(
             argv, ready=_READY, env=python_env(), start_timeout=start_timeout
         ) as child:
             assert child.match is not None
             address = f"127.0.0.1:{child.match.group(2)}"
             _wait_serving(address)
-            yield EchoServer(address, child.pid, Path(data), child)
+            try:
+                yield EchoServer(address, child.pid, Path(data), child)
+            finally:
+                if samples is not None:
+                    # py-spy writes its samples when interrupted; the server
+                    # itself is stopped with the group afterwards.
+                    child.interrupt(wait=timedelta(seconds=30))
+                    if samples.exists():
+                        samples.with_suffix(".summary.txt").write_text(
+                            summarize(samples)
+                        )
 
 
 def _wait_serving(address: str) -> None:

@@ -212,6 +212,23 @@ class Child:
         if self.match is None:
             raise RuntimeError(f"{self.argv[0]} exited early:\n{self.output()}")
 
+    def interrupt(self, *, wait: timedelta) -> bool:
+        """Send SIGINT to the leader alone and wait for it to exit.
+
+        For a leader that must finish its own work first (a profiler writing
+        its report); the rest of the group is left to ``stop``.
+        """
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(wait.total_seconds())
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def stop(self) -> None:
         """Stop the whole process group: TERM, then KILL after the grace."""
         proc = self._proc

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from bench._harness import Child, percentile, record
+from bench._profile import summarize
 from bench._raw_server import default_assign_response
 from bench._report import plot, table
 from bench._servers import raw_server
@@ -207,3 +208,20 @@ def test_cancelled_idle_streams_give_the_raw_server_its_threads_back() -> None:
         answer = stub.Assign(echo_service_pb2.AssignRequest(), timeout=10)
 
     assert answer.action.name == "Noop"
+
+
+def test_a_profile_summary_ranks_functions_by_their_share_of_samples(
+    tmp_path: Path,
+) -> None:
+    raw = tmp_path / "samples.txt"
+    raw.write_text(
+        "main (x/app.py:1);commit (echo_service/store/_sqlite.py:10) 30\n"
+        "main (x/app.py:1);commit (echo_service/store/_sqlite.py:12) 30\n"
+        "main (x/app.py:2);encode (echo_service/engine/_codec.py:5) 40\n"
+    )
+
+    text = summarize(raw)
+
+    assert "100 samples" in text
+    assert " 60.0%  commit (echo_service/store/_sqlite.py)" in text
+    assert "100.0%  main (app.py)" in text
