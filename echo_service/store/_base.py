@@ -22,9 +22,12 @@ Concurrency contract, shared by every implementation:
   fails, every write of the group fails with ``StoreError`` or
   ``Unavailable`` and ``healthy()`` turns False until a commit succeeds.
 * Listeners registered with ``add_listener`` see every committed event once,
-  in sequence order, on the store's writer thread, after the commit and after
-  the futures of that group have resolved. ``flush`` returns only once the
-  listeners have been handed every event written before it. Listeners must
+  in sequence order, on a thread of the store, after the commit: the writer
+  thread, after the futures of that group have resolved, in the single-node
+  stores; an event thread fed by notifications, that also delivers other
+  replicas' events, in the shared PostgreSQL store. ``flush`` returns only
+  once the listeners have been handed every event written before it through
+  this store. Listeners must
   be quick, must not block on a thread that may be waiting for a store write,
   and must not call back into the store's write methods (reads are fine).
 * Claims carry an owner and optionally a lease. A claim without a lease holds

@@ -49,6 +49,7 @@ from ._base import (
     State,
     Transition,
 )
+from ._pool import Pool
 from ._writer import GroupWriter, Write
 
 __all__ = ["SqliteStore"]
@@ -220,46 +221,6 @@ def _lock_directory(data_dir: Path) -> int:
             retry_after=timedelta(seconds=1),
         ) from exc
     return fd
-
-
-class _Readers:
-    """A small pool of read connections; any thread may borrow one.
-
-    ``_lock`` guards ``_idle`` and ``_closed``. A borrowed connection belongs
-    to its borrower until it is given back.
-    """
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], *, keep: int) -> None:
-        self._connect = connect
-        self._keep = keep
-        self._lock = threading.Lock()
-        self._idle: list[sqlite3.Connection] = []
-        self._closed = False
-
-    @contextlib.contextmanager
-    def borrow(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise errors.Unavailable("the journal is closed")
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self._connect()
-        try:
-            yield conn
-        finally:
-            with self._lock:
-                if not self._closed and len(self._idle) < self._keep:
-                    self._idle.append(conn)
-                    conn = None
-            if conn is not None:
-                conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
 
 
 class _Journal:
@@ -685,7 +646,7 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise translate(exc, "opening", path) from exc
             raise
-        self._readers = _Readers(self._connect_reader, keep=readers)
+        self._readers = Pool(self._connect_reader, keep=readers)
         self._writer = GroupWriter(
             self._journal,
             name=f"echo-journal-{path.name}",

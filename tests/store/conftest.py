@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -18,7 +24,12 @@ from echo_service.store import (
     Store,
 )
 
-KINDS = ["memory", "sqlite"]
+KINDS = ["memory", "sqlite", "postgres"]
+
+_INSTALL = (
+    "install the Debian package postgresql (apt-get install postgresql) and "
+    "the postgres extra (pip install 'echo-service[postgres]')"
+)
 
 
 class FakeClock:
@@ -47,14 +58,122 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def _postgres_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None:
+        candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+        found = candidates[-1] if candidates else None
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of the test session's own, in a temporary directory.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the
+    ``postgres`` user the Debian package creates. fsync is off: the server's
+    own durability is not what these tests are about.
+    """
+    try:
+        import psycopg  # noqa: F401, PLC0415 - only to see whether it is there
+    except ImportError:
+        pytest.skip(f"psycopg is not installed: {_INSTALL}")
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        pytest.skip(f"PostgreSQL server binaries not found: {_INSTALL}")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser to start PostgreSQL")
+        as_user = [runuser, "-u", "postgres", "--"]
+    root = Path(tempfile.mkdtemp(prefix="echo-pg-"))
+    if as_user:
+        shutil.chown(root, user="postgres")
+    data, port = root / "data", _free_port()
+    subprocess.run(
+        [
+            *as_user,
+            initdb,
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "echo",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c full_page_writes=off"
+    )
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://echo@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def empty_postgres(url: str) -> None:
+    """Drop the journal's tables so a test starts from nothing."""
+    import psycopg  # noqa: PLC0415 - an optional dependency
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "DROP TABLE IF EXISTS echo_actions, echo_events, "
+            "echo_idempotency_keys, echo_meta"
+        )
+
+
 @pytest.fixture
-def open_journal(kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[StoreFactory]:
+def open_journal(
+    kind: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> Iterator[StoreFactory]:
     """Opens stores of this test's kind; every one is closed at teardown.
 
     Calling it again after closing the previous store reopens the same data
-    (for the kinds that keep any).
+    (for the kinds that keep any); for PostgreSQL, calling it twice gives two
+    replicas of one journal.
     """
     opened: list[Store] = []
+    url = ""
+    if kind == "postgres":
+        url = request.getfixturevalue("postgres_url")
+        empty_postgres(url)
 
     def factory(
         *, key_retention: timedelta = timedelta(hours=1), **options: object
@@ -62,6 +181,16 @@ def open_journal(kind: str, tmp_path: Path, clock: FakeClock) -> Iterator[StoreF
         store: Store
         if kind == "memory":
             store = MemoryStore(key_retention=key_retention, clock=clock)
+        elif kind == "postgres":
+            from echo_service.store import PostgresStore  # noqa: PLC0415
+
+            store = PostgresStore(
+                url,
+                key_retention=key_retention,
+                clock=clock,
+                poll_interval=timedelta(milliseconds=100),
+                **options,  # type: ignore[arg-type]
+            )
         else:
             store = SqliteStore(
                 tmp_path / "journal" / "echo.db",

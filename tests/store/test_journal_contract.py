@@ -303,6 +303,7 @@ def test_claim_reads_only_its_limit_however_many_actions_wait(store: Store) -> N
     # actions, most not yet due: a claim of 10 must not materialise them.
     store.insert([new_action(due_at=1_000.0 + i) for i in range(5_000)])
     store.insert([new_action(due_at=1.0) for _ in range(20)])
+    assert store.claim(now=0.0, limit=10, owner="w") == []  # warm connections up
 
     tracemalloc.start()
     try:
