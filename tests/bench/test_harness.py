@@ -224,4 +224,4 @@ def test_a_profile_summary_ranks_functions_by_their_share_of_samples(
 
     assert "100 samples" in text
     assert " 60.0%  commit (echo_service/store/_sqlite.py)" in text
-    assert "100.0%  main (app.py)" in text
+    assert "100.0%  main (x/app.py)" in text
