@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { it } from "node:test";
+import { FakeEcho } from "./fake-server.js";
+
+const run = promisify(execFile);
+const here = fileURLToPath(new URL(".", import.meta.url));
+
+it("the README's example runs and prints what its comments say", async () => {
+  const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
+  const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(example, "the README has a ts example");
+  assert.ok(example.trim().split("\n").length <= 12, "the example stays short");
+
+  let server: FakeEcho | undefined;
+  let target = process.env["ECHO_TARGET"];
+  if (!target) {
+    server = new FakeEcho();
+    target = await server.start();
+  }
+  // Inside the package, so that its own name resolves to src/index.ts.
+  const script = `${here}readme-example.tmp.ts`;
+  await writeFile(script, example);
+  try {
+    const { stdout } = await run(process.execPath, ["--import", "tsx", script], {
+      env: { ...process.env, ECHO_TARGET: target },
+      timeout: 30_000,
+    });
+    const expected = [...example.matchAll(/\/\/ ([a-z]+: [^\s,]+)/g)].map((m) => m[1]);
+    assert.deepEqual(stdout.trim().split("\n"), expected);
+  } finally {
+    await rm(script, { force: true });
+    await server?.stop();
+  }
+});
