@@ -83,6 +83,8 @@ def echo_server(
         argv = [
             str(_executable()),
             "serve",
+            "--host",
+            "127.0.0.1",
             "--port",
             "0",
             "--data-dir",
