@@ -24,6 +24,7 @@ COUNT = f"/{PROBE}/Count"
 GATE = f"/{PROBE}/Gate"
 COLLECT = f"/{PROBE}/Collect"
 FAIL = f"/{PROBE}/Fail"
+ABORT = f"/{PROBE}/Abort"
 WAIT = 10.0
 
 
@@ -68,6 +69,11 @@ class ProbeService:
     async def fail(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         raise RuntimeError(request.decode())
 
+    async def abort(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        code = getattr(grpc.StatusCode, request.decode())
+        await context.abort(code, f"aborted with {code.name}")
+        raise AssertionError("abort returned")
+
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             PROBE,
@@ -77,6 +83,7 @@ class ProbeService:
                 "Gate": grpc.unary_stream_rpc_method_handler(self.gate_stream),
                 "Collect": grpc.stream_unary_rpc_method_handler(self.collect),
                 "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
+                "Abort": grpc.unary_unary_rpc_method_handler(self.abort),
             },
         )
 
@@ -95,8 +102,10 @@ class AioServer:
         credentials: grpc.ServerCredentials | None = None,
         options: Iterable[tuple[str, Any]] = (),
         address: str = "127.0.0.1:0",
+        extra_handlers: Sequence[grpc.GenericRpcHandler] = (),
     ) -> None:
         self.probe = ProbeService()
+        self._extra_handlers = list(extra_handlers)
         self._interceptors = list(interceptors)
         self._credentials = credentials
         self._options = list(options)
@@ -115,7 +124,7 @@ class AioServer:
 
     async def _start(self) -> int:
         server = grpc.aio.server(interceptors=self._interceptors, options=self._options)
-        server.add_generic_rpc_handlers((self.probe.handler(),))
+        server.add_generic_rpc_handlers((self.probe.handler(), *self._extra_handlers))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
