@@ -161,6 +161,8 @@ export class FakeEcho {
         });
       });
     }
+    // A call its client gave up on must not take the failure meant for the next.
+    if (context.signal.aborted) throw new ConnectError("call ended", Code.Canceled);
     const failure = this.failNext;
     this.failNext = undefined;
     if (failure !== undefined) throw failure;
