@@ -2,9 +2,12 @@
 
 Claims. Each claim is a short transaction of its own that takes rows with
 ``FOR UPDATE SKIP LOCKED``, so replicas claiming at once never wait for each
-other and never get the same action. A claim records its owner and, when
-given one, a lease; a lease that ran out lets any replica take the action,
-which is how the work of a replica that died comes back.
+other and never get the same action. Every claim here has a lease: the
+caller's, which the caller renews, or, when the caller gives none, the
+store's own (``lease``), which the store's event thread renews for as long
+as the store runs. A lease that ran out lets any replica take the action,
+which is how the work of a replica that died comes back without anyone
+having to know its name.
 
 Sequence numbers. Every transaction that journals events first locks the
 ``last_sequence`` row of ``echo_meta`` and holds it until it commits, so
@@ -26,8 +29,9 @@ writer thread.
 
 Limits. ``recover(owner)`` releases only the claims of ``owner``; a replica
 that restarts under a new name gets its old work back when the leases run
-out. A replica whose lease ran out is not fenced: it may still record
-transitions for an action another replica took over (at-least-once).
+out. A replica whose lease ran out (a pause longer than the lease) is not
+fenced: it may still record transitions for an action another replica took
+over, so an action may run twice (at-least-once).
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ CREATE TABLE IF NOT EXISTS echo_actions (
     updated_at      DOUBLE PRECISION NOT NULL,
     outcome         BYTEA,
     owner           TEXT,
-    lease_until     DOUBLE PRECISION
+    lease_until     DOUBLE PRECISION,
+    renewed         BOOLEAN NOT NULL DEFAULT false  -- the store keeps the lease
 );
 CREATE INDEX IF NOT EXISTS echo_actions_claim ON echo_actions
     (priority DESC, due_at, seq) WHERE NOT done AND owner IS NULL;
@@ -396,7 +401,8 @@ class _Journal:
                     "due_at = COALESCE(%s, due_at), "
                     "outcome = COALESCE(%s, outcome), updated_at = %s, "
                     "owner = CASE WHEN %s THEN NULL ELSE owner END, "
-                    "lease_until = CASE WHEN %s THEN NULL ELSE lease_until END "
+                    "lease_until = CASE WHEN %s THEN NULL ELSE lease_until END, "
+                    "renewed = CASE WHEN %s THEN false ELSE renewed END "
                     "WHERE id = %s",
                     (
                         t.state.value,
@@ -405,6 +411,7 @@ class _Journal:
                         t.due_at,
                         t.outcome,
                         now,
+                        drop,
                         drop,
                         drop,
                         t.action_id,
@@ -427,6 +434,7 @@ class PostgresStore:
         busy_timeout: timedelta = timedelta(seconds=5),
         clock: Callable[[], float] = time.time,
         poll_interval: timedelta = timedelta(milliseconds=500),
+        lease: timedelta = timedelta(seconds=30),
         max_group_weight: int = 20_000,
         readers: int = 8,
     ) -> None:
@@ -441,6 +449,9 @@ class PostgresStore:
             clock: epoch seconds, for created/updated times and key expiry.
             poll_interval: how often the event thread looks for new events
                 when no notification arrives.
+            lease: the lease of claims made without one; the store renews
+                it every third of its length while it runs, so the claims
+                of a replica that died come free after at most this long.
             max_group_weight: about how many rows one group commit may touch.
             readers: connections kept open for reads and claims.
 
@@ -452,6 +463,7 @@ class PostgresStore:
         self._url = url
         self._busy = busy_timeout
         self._poll = poll_interval.total_seconds()
+        self._lease = lease
         self._clock = clock
         self._closed = False
         self._close_lock = threading.Lock()
@@ -469,12 +481,13 @@ class PostgresStore:
             name="echo-journal-postgres",
             max_group_weight=max_group_weight,
         )
-        # _delivered (the last sequence handed to listeners), _listeners and
-        # _dispatch_ok are guarded by _delivery; the event thread advances
+        # _delivered (the last sequence handed to listeners), _listeners,
+        # _renewing and _dispatch_ok are guarded by _delivery; the event thread advances
         # _delivered, flush waits for it.
         self._delivery = threading.Condition()
         self._delivered = self._journal.committed_sequence
         self._listeners: tuple[EventListener, ...] = ()
+        self._renewing: set[str] = set()  # owners whose leases the store keeps
         self._dispatch_ok = True
         self._stopping = threading.Event()
         self._dispatcher = threading.Thread(
@@ -557,14 +570,18 @@ class PostgresStore:
     ) -> list[ActionRecord]:
         if limit <= 0:
             return []
-        until = None if lease is None else now + lease.total_seconds()
+        renewed = lease is None
+        until = now + (self._lease if lease is None else lease).total_seconds()
+        if renewed:
+            with self._delivery:
+                self._renewing.add(owner)
 
         def work(conn: psycopg.Connection[Any]) -> list[ActionRecord]:
             out: list[ActionRecord] = []
             with conn.transaction():
                 conn.execute(
-                    "UPDATE echo_actions SET owner = NULL, lease_until = NULL "
-                    "WHERE owner IS NOT NULL AND lease_until <= %s",
+                    "UPDATE echo_actions SET owner = NULL, lease_until = NULL, "
+                    "renewed = false WHERE owner IS NOT NULL AND lease_until <= %s",
                     (now,),
                 )
                 # One priority at a time, highest first: within a priority the
@@ -589,12 +606,12 @@ class PostgresStore:
                         break
                     priority = found[0]
                     rows = conn.execute(
-                        "UPDATE echo_actions SET owner = %s, lease_until = %s "
-                        "WHERE seq IN (SELECT seq FROM echo_actions "
+                        "UPDATE echo_actions SET owner = %s, lease_until = %s, "
+                        "renewed = %s WHERE seq IN (SELECT seq FROM echo_actions "
                         "WHERE NOT done AND owner IS NULL AND priority = %s "
                         "AND due_at <= %s ORDER BY due_at, seq LIMIT %s "
                         f"FOR UPDATE SKIP LOCKED) RETURNING due_at, seq, {_COLUMNS}",
-                        (owner, until, priority, now, limit - len(out)),
+                        (owner, until, renewed, priority, now, limit - len(out)),
                     ).fetchall()
                     rows.sort(key=lambda r: (r[0], r[1]))
                     out.extend(_record(r[2:]) for r in rows)
@@ -611,7 +628,7 @@ class PostgresStore:
 
         def work(conn: psycopg.Connection[Any]) -> set[str]:
             rows = conn.execute(
-                "UPDATE echo_actions SET lease_until = %s "
+                "UPDATE echo_actions SET lease_until = %s, renewed = false "
                 "WHERE owner = %s AND id = ANY(%s) RETURNING id",
                 (until, owner, ids),
             ).fetchall()
@@ -626,8 +643,8 @@ class PostgresStore:
             self._with_connection(
                 "releasing claims",
                 lambda conn: conn.execute(
-                    "UPDATE echo_actions SET owner = NULL, lease_until = NULL "
-                    "WHERE owner IS NOT NULL AND id = ANY(%s)",
+                    "UPDATE echo_actions SET owner = NULL, lease_until = NULL, "
+                    "renewed = false WHERE owner IS NOT NULL AND id = ANY(%s)",
                     (ids,),
                 ),
             )
@@ -635,8 +652,8 @@ class PostgresStore:
     def recover(self, owner: str) -> int:
         def work(conn: psycopg.Connection[Any]) -> int:
             cursor = conn.execute(
-                "UPDATE echo_actions SET owner = NULL, lease_until = NULL "
-                "WHERE owner = %s",
+                "UPDATE echo_actions SET owner = NULL, lease_until = NULL, "
+                "renewed = false WHERE owner = %s",
                 (owner,),
             )
             return cursor.rowcount
@@ -745,11 +762,16 @@ class PostgresStore:
 
     def _dispatch_loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
+        renew_every = self._lease.total_seconds() / 3
+        renewed_at = time.monotonic()
         while not self._stopping.is_set():
             try:
                 if conn is None:
                     conn = self._connect()
                     conn.execute(f"LISTEN {CHANNEL}")
+                if time.monotonic() - renewed_at >= renew_every:
+                    self._renew_leases(conn)
+                    renewed_at = time.monotonic()
                 self._deliver_new(conn)
                 with self._delivery:
                     self._dispatch_ok = True
@@ -766,6 +788,16 @@ class PostgresStore:
                 self._stopping.wait(self._poll)
         if conn is not None:
             conn.close()
+
+    def _renew_leases(self, conn: psycopg.Connection[Any]) -> None:
+        with self._delivery:
+            owners = sorted(self._renewing)
+        if owners:
+            conn.execute(
+                "UPDATE echo_actions SET lease_until = %s "
+                "WHERE renewed AND owner = ANY(%s)",
+                (self._clock() + self._lease.total_seconds(), owners),
+            )
 
     def _deliver_new(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stopping.is_set():

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,12 +185,15 @@ def open_journal(
         elif kind == "postgres":
             from echo_service.store import PostgresStore  # noqa: PLC0415
 
+            settings: dict[str, Any] = {
+                "poll_interval": timedelta(milliseconds=100),
+                # Tests move "now" by hand; a claim without a lease must not
+                # expire under them.
+                "lease": timedelta(days=1),
+                **options,
+            }
             store = PostgresStore(
-                url,
-                key_retention=key_retention,
-                clock=clock,
-                poll_interval=timedelta(milliseconds=100),
-                **options,  # type: ignore[arg-type]
+                url, key_retention=key_retention, clock=clock, **settings
             )
         else:
             store = SqliteStore(

@@ -166,3 +166,37 @@ def test_an_unreachable_server_fails_at_open_with_unavailable(kind: str) -> None
             "postgresql://echo@127.0.0.1:1/postgres",
             busy_timeout=timedelta(seconds=1),
         )
+
+
+def test_a_claim_without_a_lease_is_kept_alive_by_its_store_until_it_dies(
+    open_journal: StoreFactory, clock: FakeClock
+) -> None:
+    first = open_journal(
+        lease=timedelta(seconds=3), poll_interval=timedelta(milliseconds=50)
+    )
+    second = open_journal()
+    action = new_action()
+    first.insert([action])
+    [claimed] = first.claim(now=clock.now, limit=1, owner="first")
+    assert claimed.lease_until == clock.now + 3
+
+    # While the store runs, its event thread pushes the lease forward (every
+    # second here), always to its clock's now plus the lease.
+    clock.advance(timedelta(seconds=10))
+    renewed = threading.Event()
+
+    def lease_moved() -> bool:
+        record = first.get(action.id)
+        return record is not None and record.lease_until == clock.now + 3
+
+    for _ in range(100):
+        if lease_moved():
+            renewed.set()
+            break
+        renewed.wait(0.05)  # polls a condition, bounded by the loop
+    assert renewed.is_set()
+    assert second.claim(now=clock.now + 2, limit=1, owner="second") == []
+
+    first.close()  # the replica dies; nobody renews any more
+    [taken] = second.claim(now=clock.now + 3, limit=1, owner="second")
+    assert taken.id == action.id
