@@ -31,9 +31,10 @@ Concurrency contract, shared by every implementation:
   be quick, must not block on a thread that may be waiting for a store write,
   and must not call back into the store's write methods (reads are fine).
 * Claims carry an owner and optionally a lease. A claim without a lease holds
-  until it is released, the action finishes, or ``recover`` runs; a claim
-  with a lease may be taken by any claimer once the lease has run out, which
-  is how a replica that died gives its work back in a shared journal.
+  until it is released, the action finishes, ``recover`` runs, or (in a
+  shared store) the store that made it stops renewing it; a claim with a
+  lease may be taken by any claimer once the lease has run out, which is how
+  a replica that died gives its work back in a shared journal.
   Single-node stores hold their data exclusively (a second process on the
   same files gets ``Unavailable``), so their ``recover`` releases every
   claim.
@@ -207,9 +208,11 @@ class Store(Protocol):
 
         Highest priority first, then earliest due time, then insertion order.
         A claimed action is not returned again until released, or until its
-        lease (``now + lease``; None: no expiry) has run out. Only ``limit``
-        rows are read. The claim is not an event: the engine records QUEUED
-        itself.
+        lease (``now + lease``) has run out. Without a lease the claim holds
+        while the claiming store runs: single-node stores never expire it; a
+        shared store gives it a lease of its own and keeps renewing it, so
+        the claims of a replica that died come free. Only ``limit`` rows are
+        read. The claim is not an event: the engine records QUEUED itself.
         """
         ...
 
