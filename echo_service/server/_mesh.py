@@ -30,6 +30,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2_grpc
 
 __all__ = [
     "KNOWN_SETTINGS",
@@ -38,6 +43,7 @@ __all__ = [
     "load_config_file",
     "parse_duration",
     "parse_size",
+    "start_probe_server",
 ]
 
 MiB = 1024 * 1024
@@ -74,11 +80,12 @@ class MeshSettings:
             which lets one long stream pin a connection. 2 minutes: enough
             for a large client-streamed assign.
         max_receive_message_size: the largest request message accepted, in
-            bytes. 16 MiB: a full AssignMany (10,000 actions) with modest
+            bytes. 32 MiB: room above the file plan's 16 MiB read and write
+            limits, and a full AssignMany (10,000 actions) with modest
             arguments fits; larger requests get RESOURCE_EXHAUSTED before
             they are parsed. gRPC's default is 4 MiB.
         max_send_message_size: the largest response message sent, in bytes.
-            16 MiB, to match. Clients must raise their own receive limit
+            32 MiB, to match. Clients must raise their own receive limit
             (4 MiB by default) to accept replies larger than 4 MiB.
     """
 
@@ -88,8 +95,8 @@ class MeshSettings:
     permit_keepalive_without_calls: bool = True
     max_connection_age: timedelta | None = timedelta(minutes=10)
     max_connection_age_grace: timedelta | None = timedelta(minutes=2)
-    max_receive_message_size: int = 16 * MiB
-    max_send_message_size: int = 16 * MiB
+    max_receive_message_size: int = 32 * MiB
+    max_send_message_size: int = 32 * MiB
 
     def __post_init__(self) -> None:
         positive = {
@@ -117,17 +124,19 @@ class MeshSettings:
 
         Durations may be ``timedelta``, seconds, or text such as ``"90s"``;
         ``"off"`` turns the connection age or its grace off. Sizes may be
-        bytes or text such as ``"16MiB"``. Absent keys keep their defaults.
+        bytes or text such as ``"16MiB"``; ``max_message_bytes``, the CLI's
+        one limit, sets both directions. Absent keys keep their defaults.
         """
         given: dict[str, object] = {}
+        if (both := values.get("max_message_bytes")) is not None:
+            for name in _SIZES:
+                given[name] = _size(name, both)
         for name in _DURATIONS:
             if (value := values.get(name)) is not None:
                 given[name] = _duration_or_off(name, value)
         for name in _SIZES:
             if (value := values.get(name)) is not None:
-                if not isinstance(value, str | int):
-                    raise ValueError(f"{name}: not a size: {value!r}")
-                given[name] = parse_size(value)
+                given[name] = _size(name, value)
         if (permit := values.get("permit_keepalive_without_calls")) is not None:
             given["permit_keepalive_without_calls"] = _flag(permit)
         return cls(**given)  # type: ignore[arg-type]
@@ -196,6 +205,15 @@ def _duration_or_off(name: str, value: object) -> timedelta | None:
         raise ValueError(f"{name}: {exc}") from None
 
 
+def _size(name: str, value: object) -> int:
+    if not isinstance(value, str | int):
+        raise ValueError(f"{name}: not a size: {value!r}")
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def _flag(value: object) -> bool:
     if isinstance(value, bool):
         return value
@@ -205,6 +223,30 @@ def _flag(value: object) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"not a boolean: {value!r}")
+
+
+async def start_probe_server(
+    health: Any, *, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """Serve only ``health`` (a ``grpc.aio`` HealthServicer), in plaintext.
+
+    Kubernetes' native gRPC probes and many balancers' health checks cannot
+    speak TLS. With TLS on the main port, this second port answers them. It
+    shares the main server's HealthServicer, so both report the same status,
+    and it serves nothing else: no Echo method is reachable without TLS.
+    Returns the started server, which the caller stops with the main one,
+    and the port bound (``port`` 0 picks one).
+    """
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    address = (
+        f"[{host}]:{port}"
+        if ":" in host and not host.startswith("[")
+        else (f"{host}:{port}")
+    )
+    bound = server.add_insecure_port(address)
+    await server.start()
+    return server, int(bound)
 
 
 # --- values as written in flags, ECHO_* variables and the config file ---------
@@ -275,17 +317,33 @@ def parse_size(value: str | int) -> int:
 #: cannot drift; this one documents what the operators' guide promises.
 KNOWN_SETTINGS: frozenset[str] = frozenset(
     {
+        # echo_service.config.Config as it stands
         "host",
         "port",
         "plan",
-        "journal",
+        "root",
         "workers",
-        "max_waiting",
+        "data_dir",
+        "store",
+        "admin_token",
         "drain_grace",
+        "max_waiting",
+        "max_message_bytes",
+        "max_read_bytes",
+        "max_write_bytes",
         "log_level",
         "log_json",
+        "max_batch",
+        "rpc_threads",
+        "key_retention",
+        "stream_buffer",
+        "session_window",
+        "heartbeat_interval",
+        "min_heartbeat_interval",
+        "max_heartbeat_interval",
+        "stop_timeout",
+        # the production surface
         "auth_token",
-        "admin_token",
         "tls_cert",
         "tls_key",
         "tls_client_ca",
@@ -297,9 +355,6 @@ KNOWN_SETTINGS: frozenset[str] = frozenset(
         "min_ping_interval",
         "max_connection_age",
         "max_connection_age_grace",
-        "max_receive_message_size",
-        "max_send_message_size",
-        "max_stream_buffer",
     }
 )
 

@@ -33,8 +33,8 @@ def test_default_options_are_the_documented_safe_values() -> None:
         "grpc.keepalive_permit_without_calls": 1,
         "grpc.max_connection_age_ms": 600_000,
         "grpc.max_connection_age_grace_ms": 120_000,
-        "grpc.max_receive_message_length": 16 * 1024 * 1024,
-        "grpc.max_send_message_length": 16 * 1024 * 1024,
+        "grpc.max_receive_message_length": 32 * 1024 * 1024,
+        "grpc.max_send_message_length": 32 * 1024 * 1024,
     }
 
 
@@ -298,7 +298,19 @@ def test_the_caller_may_pass_its_own_list_of_settings(tmp_path: Path) -> None:
         load_config_file(path, known={"port"})
 
 
-def test_every_mesh_setting_is_a_known_config_key() -> None:
-    fields = set(MeshSettings.__dataclass_fields__) - {"permit_keepalive_without_calls"}
+def test_every_tunable_mesh_setting_is_a_known_config_key() -> None:
+    durations = {
+        name
+        for name, spec in MeshSettings.__dataclass_fields__.items()
+        if "timedelta" in str(spec.type)
+    }
 
-    assert fields <= KNOWN_SETTINGS
+    assert durations <= KNOWN_SETTINGS
+    assert "max_message_bytes" in KNOWN_SETTINGS
+
+
+def test_the_clis_one_message_limit_sets_both_directions() -> None:
+    settings = MeshSettings.from_values({"max_message_bytes": "8MiB"})
+
+    assert settings.max_receive_message_size == 8 * 1024 * 1024
+    assert settings.max_send_message_size == 8 * 1024 * 1024

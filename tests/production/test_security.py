@@ -8,8 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from echo_service import errors
+from echo_service.server._mesh import start_probe_server
 from echo_service.server._security import (
     BearerAuthInterceptor,
     TLSConfigError,
@@ -31,6 +33,7 @@ from tests.production._servers import (
 
 TOKEN = "s3cr3t-token-value"
 SERVING = 1
+NOT_SERVING = 2
 
 
 @pytest.fixture
@@ -348,3 +351,26 @@ def test_a_client_certificate_without_its_key_is_refused(
     ca, _, client = pki
     with pytest.raises(TLSConfigError, match="go together"):
         channel_credentials(ca.path, cert=client.cert)
+
+
+def test_a_plaintext_probe_port_answers_health_and_nothing_else(
+    pki: tuple[Authority, Issued, Issued],
+) -> None:
+    _, leaf, _ = pki
+    with AioServer(credentials=server_credentials(leaf.cert, leaf.key)) as server:
+        probe, port = server.run(
+            start_probe_server(server.health, host="127.0.0.1", port=0)
+        )
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                assert health_check(channel) == SERVING
+                server.run(
+                    server.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+                )
+                assert health_check(channel) == NOT_SERVING
+                with pytest.raises(grpc.RpcError) as caught:
+                    channel.unary_unary(ECHO)(b"x", timeout=WAIT)
+        finally:
+            server.run(probe.stop(None))
+
+    assert _code(caught.value) == grpc.StatusCode.UNIMPLEMENTED
