@@ -10,13 +10,24 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
 
 from echo_service._proto.echo.v1 import echo_service_pb2_grpc as rpc
 
-__all__ = ["calls_per_second"]
+__all__ = ["Load", "calls_per_second", "run_load"]
+
+
+@dataclass(frozen=True)
+class Load:
+    units: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.units / self.seconds
 
 
 def calls_per_second(
@@ -28,6 +39,21 @@ def calls_per_second(
     limit: timedelta,
     warmup: int = 20,
 ) -> float:
+    """Units per second of ``run_load``."""
+    return run_load(
+        address, call, threads=threads, calls=calls, limit=limit, warmup=warmup
+    ).rate
+
+
+def run_load(
+    address: str,
+    call: Callable[[rpc.EchoServiceStub], int],
+    *,
+    threads: int,
+    calls: int,
+    limit: timedelta,
+    warmup: int = 20,
+) -> Load:
     """Run ``call`` in a loop on ``threads`` threads sharing one channel.
 
     ``call`` returns how many units it did (actions, for batch calls); the
@@ -74,4 +100,4 @@ def calls_per_second(
         elapsed = time.perf_counter() - started
     if errors:
         raise RuntimeError(f"load failed: {errors[0]!r}") from errors[0]
-    return sum(done) / elapsed
+    return Load(sum(done), elapsed)

@@ -15,9 +15,10 @@ from datetime import timedelta
 
 from echo_service._proto.echo.v1 import echo_service_pb2_grpc as rpc
 
+from ._cpu import measure_cpu
 from ._echo import SERVER_STYLE, assign_request, capture_assign, echo_server
 from ._harness import Record, record
-from ._load import calls_per_second
+from ._load import calls_per_second, run_load
 from ._servers import RAW_NAME, raw_server
 
 __all__ = ["run"]
@@ -30,13 +31,17 @@ def _assign(stub: rpc.EchoServiceStub) -> int:
     return 1
 
 
-def _measure(address: str, *, calls: int, limit: timedelta) -> dict[int, float]:
-    return {
-        threads: calls_per_second(
-            address, _assign, threads=threads, calls=calls, limit=limit
-        )
-        for threads in (1, 8)
-    }
+def _measure(
+    address: str, pid: int, *, calls: int, limit: timedelta
+) -> tuple[dict[int, float], float | None]:
+    """Calls per second with 1 and 8 client threads, and the server's CPU
+    microseconds per call under 8 threads (its queued work included)."""
+    rates = {1: calls_per_second(address, _assign, threads=1, calls=calls, limit=limit)}
+    with measure_cpu(pid) as cpu:
+        load = run_load(address, _assign, threads=8, calls=calls, limit=limit)
+    rates[8] = load.rate
+    used = cpu[0]
+    return rates, None if used is None else used * 1e6 / load.units
 
 
 def run(quick: bool) -> list[Record]:
@@ -45,18 +50,18 @@ def run(quick: bool) -> list[Record]:
     repeats = 1 if quick else 3
     echo: dict[int, float] = {1: 0.0, 8: 0.0}
     base: dict[int, float] = {1: 0.0, 8: 0.0}
+    echo_cpu: list[float] = []
+    base_cpu: list[float] = []
     for _ in range(repeats):
         with echo_server(store="sqlite") as server:
             answer = capture_assign(server.address)
-            for threads, rate in _measure(
-                server.address, calls=calls, limit=limit
-            ).items():
-                echo[threads] = max(echo[threads], rate)
+            rates, cpu = _measure(server.address, server.pid, calls=calls, limit=limit)
+            echo = {t: max(echo[t], rates[t]) for t in echo}
+            echo_cpu.extend([] if cpu is None else [cpu])
         with raw_server(style=SERVER_STYLE, assign_response=answer) as raw:
-            for threads, rate in _measure(
-                raw.address, calls=calls, limit=limit
-            ).items():
-                base[threads] = max(base[threads], rate)
+            rates, cpu = _measure(raw.address, raw.pid, calls=calls, limit=limit)
+            base = {t: max(base[t], rates[t]) for t in base}
+            base_cpu.extend([] if cpu is None else [cpu])
     name = RAW_NAME(SERVER_STYLE)
     return [
         record(
@@ -72,5 +77,13 @@ def run(quick: bool) -> list[Record]:
             echo=echo[8],
             baseline=base[8],
             baseline_name=name,
+        ),
+        record(
+            "assign",
+            "server_cpu_us_per_assign",
+            echo=min(echo_cpu) if echo_cpu else None,
+            baseline=min(base_cpu) if base_cpu else None,
+            baseline_name=name,
+            lower_is_better=True,
         ),
     ]
