@@ -49,6 +49,13 @@ class FakeClock:
 StoreFactory = Callable[..., Store]
 
 
+@pytest.fixture(autouse=True)
+def _no_journal_thread_outlives_its_test() -> Iterator[None]:
+    yield
+    left = [t.name for t in threading.enumerate() if t.name.startswith("echo-journal")]
+    assert left == [], f"journal threads still running: {left}"
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
