@@ -632,6 +632,9 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA cache_size = -16384")  # KiB: 16 MiB for the writer
             conn.execute("PRAGMA temp_store = MEMORY")
+            # After a checkpoint the WAL file is cut back to this size, so a
+            # burst of writes does not leave a huge log behind.
+            conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
             self._migrate(conn)
             self._journal = _Journal(
                 conn,
