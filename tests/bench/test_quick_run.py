@@ -9,6 +9,7 @@ the benchmark's own reason.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -77,5 +78,6 @@ def test_a_quick_run_writes_well_formed_records(scenario: str, tmp_path: Path) -
             expected = base / echo if _lower_is_better(rec["metric"]) else echo / base
             assert math.isclose(rec["ratio"], expected, rel_tol=0.02, abs_tol=0.002)
     assert REQUIRED[scenario] <= {rec["metric"] for rec in records}
-    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert scenario in done.stdout  # the table names it

@@ -25,6 +25,7 @@ GATE = f"/{PROBE}/Gate"
 COLLECT = f"/{PROBE}/Collect"
 FAIL = f"/{PROBE}/Fail"
 ABORT = f"/{PROBE}/Abort"
+TICK = f"/{PROBE}/Tick"
 WAIT = 10.0
 
 
@@ -58,6 +59,15 @@ class ProbeService:
         await asyncio.wait_for(self.gate.wait(), WAIT)
         yield b"second"
 
+    async def tick(
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        # "count:seconds": a message every `seconds`, like a stream's heartbeat.
+        count, _, interval = request.decode().partition(":")
+        for i in range(int(count)):
+            await asyncio.sleep(float(interval))
+            yield str(i).encode()
+
     async def collect(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> bytes:
@@ -81,6 +91,7 @@ class ProbeService:
                 "Echo": grpc.unary_unary_rpc_method_handler(self.echo),
                 "Count": grpc.unary_stream_rpc_method_handler(self.count),
                 "Gate": grpc.unary_stream_rpc_method_handler(self.gate_stream),
+                "Tick": grpc.unary_stream_rpc_method_handler(self.tick),
                 "Collect": grpc.stream_unary_rpc_method_handler(self.collect),
                 "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
                 "Abort": grpc.unary_unary_rpc_method_handler(self.abort),
