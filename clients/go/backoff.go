@@ -1,0 +1,71 @@
+package echo
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// Backoff spaces the reconnects of an event stream. Zero fields take the
+// defaults given.
+type Backoff struct {
+	// Initial is the delay before the first reconnect. Default 100 ms.
+	Initial time.Duration
+	// Max bounds one delay. Default 5 s.
+	Max time.Duration
+	// Multiplier grows each further delay. Default 2; at least 1.
+	Multiplier float64
+	// Jitter scales each delay by a random factor in [1-Jitter, 1+Jitter].
+	// Default 0.2; negative means none.
+	Jitter float64
+	// MaxAttempts is how many reconnects in a row, without a message in
+	// between, end the stream with the last error. Default 10.
+	MaxAttempts int
+}
+
+func (b Backoff) resolved() Backoff {
+	if b.Initial <= 0 {
+		b.Initial = 100 * time.Millisecond
+	}
+	if b.Max <= 0 {
+		b.Max = 5 * time.Second
+	}
+	if b.Multiplier < 1 {
+		b.Multiplier = 2
+	}
+	switch {
+	case b.Jitter == 0:
+		b.Jitter = 0.2
+	case b.Jitter < 0:
+		b.Jitter = 0
+	case b.Jitter > 1:
+		b.Jitter = 1
+	}
+	if b.MaxAttempts <= 0 {
+		b.MaxAttempts = 10
+	}
+	return b
+}
+
+// Delay is the wait before reconnect number attempt (1 for the first),
+// with r a uniform random number in [0, 1).
+func (b Backoff) Delay(attempt int, r float64) time.Duration {
+	b = b.resolved()
+	base := math.Min(float64(b.Max), float64(b.Initial)*math.Pow(b.Multiplier, float64(attempt-1)))
+	return time.Duration(base * (1 + b.Jitter*(2*r-1)))
+}
+
+// sleep waits d or until ctx ends, and returns ctx's error in that case.
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func jitter() float64 { return rand.Float64() }

@@ -1,0 +1,157 @@
+package echo
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	echov1 "github.com/echo-actions/echo/clients/go/gen/echo/v1"
+)
+
+// EventFilter selects the events of a stream. Every field is optional.
+type EventFilter struct {
+	// ActionIDs keeps only events of these actions.
+	ActionIDs []string
+	// ActionNames keeps only events of actions with these names.
+	ActionNames []string
+	// AfterSequence replays the journaled events after it, then goes live.
+	// Nil: live events only. Ptr[uint64](0): everything still journaled.
+	AfterSequence *uint64
+	// HeartbeatInterval asks the server for heartbeats this often when idle.
+	// 0: the server's default (15 s).
+	HeartbeatInterval time.Duration
+	// Reconnect overrides the client's reconnect spacing for this stream.
+	Reconnect *Backoff
+}
+
+// Events streams action events, live or replayed, until ctx ends, the
+// server ends the stream for good, or reconnecting fails MaxAttempts times
+// in a row; the last two yield one final error. Breaking out of the loop
+// ends the call.
+func (c *Client) Events(ctx context.Context, filter EventFilter) iter.Seq2[*echov1.ActionEvent, error] {
+	return func(yield func(*echov1.ActionEvent, error) bool) {
+		for msg, err := range c.messages(ctx, filter) {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if event := msg.GetEvent(); event != nil && !yield(event, nil) {
+				return
+			}
+		}
+	}
+}
+
+// reconnects reports whether a stream that failed with err is opened again.
+func reconnects(err *Error) bool {
+	switch err.Code {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// messages yields every stream message across reconnects. It returns after
+// a final end message, or yields one error and returns.
+func (c *Client) messages(ctx context.Context, filter EventFilter) iter.Seq2[*echov1.StreamResponse, error] {
+	backoff := c.opts.reconnect
+	if filter.Reconnect != nil {
+		backoff = *filter.Reconnect
+	}
+	backoff = backoff.resolved()
+	return func(yield func(*echov1.StreamResponse, error) bool) {
+		var after *uint64
+		if filter.AfterSequence != nil {
+			after = Ptr(*filter.AfterSequence)
+		}
+		failures := 0
+		for {
+			failure, done := c.followOnce(ctx, filter, &after, &failures, yield)
+			if done {
+				return
+			}
+			if ctx.Err() != nil || !reconnects(failure) {
+				yield(nil, failure)
+				return
+			}
+			failures++
+			if failures > backoff.MaxAttempts {
+				yield(nil, failure)
+				return
+			}
+			if err := sleep(ctx, max(failure.RetryDelay, backoff.Delay(failures, jitter()))); err != nil {
+				yield(nil, toError(err))
+				return
+			}
+		}
+	}
+}
+
+// followOnce opens one stream and yields its messages, moving *after along.
+// It returns done when the consumer stopped or the server ended the stream
+// for good; otherwise the error that broke the stream.
+func (c *Client) followOnce(
+	ctx context.Context,
+	filter EventFilter,
+	after **uint64,
+	failures *int,
+	yield func(*echov1.StreamResponse, error) bool,
+) (failure *Error, done bool) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := &echov1.StreamRequest{ActionIds: filter.ActionIDs, ActionNames: filter.ActionNames, AfterSequence: *after}
+	if filter.HeartbeatInterval > 0 {
+		req.HeartbeatInterval = durationpb.New(filter.HeartbeatInterval)
+	}
+	stream, err := c.raw.Stream(ctx, req)
+	if err != nil {
+		return asError(err), false
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return newError(codes.Unavailable, "the stream closed without an end message"), false
+		}
+		if err != nil {
+			return asError(err), false
+		}
+		*failures = 0
+		switch kind := msg.GetKind().(type) {
+		case *echov1.StreamResponse_Event:
+			*after = Ptr(kind.Event.GetSequence())
+		case *echov1.StreamResponse_Heartbeat:
+			// A live stream that has seen no event yet resumes from what was
+			// committed when the heartbeat left; once an event came, only
+			// events move the position, so nothing delivered late is skipped.
+			if *after == nil {
+				*after = Ptr(kind.Heartbeat.GetLastSequence())
+			}
+		case *echov1.StreamResponse_End:
+			if !kind.End.GetRetryable() {
+				yield(msg, nil)
+				return nil, true
+			}
+			if last := kind.End.GetLastSequence(); last > 0 && (*after == nil || last > **after) {
+				*after = Ptr(last)
+			}
+			if !yield(msg, nil) {
+				return nil, true
+			}
+			return newError(codes.Unavailable, "the server ended the stream: %s", kind.End.GetReason()), false
+		}
+		if !yield(msg, nil) {
+			return nil, true
+		}
+	}
+}
+
+func asError(err error) *Error {
+	var mapped *Error
+	errors.As(toError(err), &mapped)
+	return mapped
+}

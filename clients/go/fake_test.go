@@ -1,0 +1,384 @@
+package echo
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	echov1 "github.com/echo-actions/echo/clients/go/gen/echo/v1"
+)
+
+// fakeServer is a small in-memory Echo over real sockets, for the client's
+// own tests: it runs "Add" (checking its arguments as the real plan does),
+// "Echo" and "Hold" (stays running until cancelled), journals numbered
+// events, and can be told to fail the next call or to cut every connection.
+type fakeServer struct {
+	echov1.UnimplementedEchoServiceServer
+	srv   *grpc.Server
+	lis   net.Listener
+	Addr  string
+	conns sync.Map // net.Conn -> struct{}
+
+	mu             sync.Mutex // guards everything below
+	actions        map[string]*echov1.Action
+	events         []*echov1.ActionEvent
+	changed        chan struct{} // closed and replaced on every new event
+	headers        []metadata.MD
+	deadlines      []time.Duration // of each call, as the server saw it; 0: none
+	streamRequests []*echov1.StreamRequest
+	failNext       error
+	delay          time.Duration
+	endNext        *echov1.StreamEnd
+}
+
+type trackingListener struct {
+	net.Listener
+	f *fakeServer
+}
+
+func (l trackingListener) Accept() (net.Conn, error) {
+	conn, err := l.Listener.Accept()
+	if err == nil {
+		l.f.conns.Store(conn, struct{}{})
+	}
+	return conn, err
+}
+
+func startFake() (*fakeServer, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f := &fakeServer{actions: map[string]*echov1.Action{}, changed: make(chan struct{}), lis: lis, Addr: lis.Addr().String()}
+	f.srv = grpc.NewServer()
+	echov1.RegisterEchoServiceServer(f.srv, f)
+	go func() { _ = f.srv.Serve(trackingListener{lis, f}) }()
+	return f, nil
+}
+
+// StartFake starts a stand-in server for the examples when no real one is
+// named; stop it with the returned function.
+func StartFake() (target string, stop func(), err error) {
+	f, err := startFake()
+	if err != nil {
+		return "", nil, err
+	}
+	return f.Addr, f.stop, nil
+}
+
+func (f *fakeServer) stop() {
+	f.dropConnections()
+	f.srv.Stop()
+}
+
+// dropConnections cuts every open connection, as a dying proxy would.
+func (f *fakeServer) dropConnections() {
+	f.conns.Range(func(conn, _ any) bool {
+		_ = conn.(net.Conn).Close()
+		f.conns.Delete(conn)
+		return true
+	})
+}
+
+func (f *fakeServer) set(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn()
+}
+
+// record appends an event; the caller holds mu.
+func (f *fakeServer) record(a *echov1.Action, state echov1.ActionState, result *echov1.Value) {
+	a.State = state
+	if result != nil {
+		a.Result = result
+	}
+	f.events = append(f.events, &echov1.ActionEvent{
+		Sequence: uint64(len(f.events) + 1), ActionId: a.GetId(), ActionName: a.GetName(),
+		State: state, Attempt: a.GetAttempt(), Time: timestamppb.Now(), Result: result,
+	})
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fakeServer) enter(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var left time.Duration
+	if deadline, ok := ctx.Deadline(); ok {
+		left = time.Until(deadline)
+	}
+	f.mu.Lock()
+	f.headers = append(f.headers, md)
+	f.deadlines = append(f.deadlines, left)
+	delay := f.delay
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err() // a call its client gave up on takes no injected failure
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.failNext
+	f.failNext = nil
+	return err
+}
+
+// assign journals an action; claim, when given, learns its id before any
+// of its events exist.
+func (f *fakeServer) assign(in *echov1.Action, claim func(id string)) (*echov1.Action, error) {
+	if in.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "action.name is required")
+	}
+	if in.GetName() == "Add" {
+		for i, arg := range in.GetArgs() {
+			if _, ok := arg.GetKind().(*echov1.Value_IntValue); !ok {
+				st, _ := status.New(codes.InvalidArgument, "invalid action").WithDetails(&errdetails.BadRequest{
+					FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fmt.Sprintf("action.args[%d]", i), Description: "expected an integer"}},
+				})
+				return nil, st.Err()
+			}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := proto.Clone(in).(*echov1.Action)
+	a.Id = fmt.Sprintf("a%d", len(f.actions)+1)
+	if claim != nil {
+		claim(a.Id)
+	}
+	f.actions[a.Id] = a
+	f.record(a, echov1.ActionState_ACTION_STATE_ACCEPTED, nil)
+	answer := proto.Clone(a).(*echov1.Action) // execute changes a under mu
+	go f.execute(a)
+	return answer, nil
+}
+
+func (f *fakeServer) execute(a *echov1.Action) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if a.GetState() != echov1.ActionState_ACTION_STATE_ACCEPTED {
+		return
+	}
+	a.Attempt = 1
+	f.record(a, echov1.ActionState_ACTION_STATE_RUNNING, nil)
+	switch a.GetName() {
+	case "Add":
+		sum := a.GetArgs()[0].GetIntValue() + a.GetArgs()[1].GetIntValue()
+		f.record(a, echov1.ActionState_ACTION_STATE_SUCCEEDED, &echov1.Value{Kind: &echov1.Value_IntValue{IntValue: sum}})
+	case "Echo":
+		f.record(a, echov1.ActionState_ACTION_STATE_SUCCEEDED, a.GetArgs()[0])
+	case "Hold":
+	default:
+		a.Error = &echov1.ActionError{Type: "KeyError", Message: a.GetName(), Kind: echov1.ErrorKind_ERROR_KIND_HANDLER}
+		f.record(a, echov1.ActionState_ACTION_STATE_FAILED, nil)
+	}
+}
+
+func (f *fakeServer) get(id string) (*echov1.Action, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.actions[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no action %s", id)
+	}
+	return proto.Clone(a).(*echov1.Action), nil
+}
+
+func (f *fakeServer) cancel(id string) (*echov1.Action, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.actions[id]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no action %s", id)
+	}
+	f.record(a, echov1.ActionState_ACTION_STATE_CANCELLED, nil)
+	return proto.Clone(a).(*echov1.Action), nil
+}
+
+func (f *fakeServer) Assign(ctx context.Context, req *echov1.AssignRequest) (*echov1.AssignResponse, error) {
+	if err := f.enter(ctx); err != nil {
+		return nil, err
+	}
+	a, err := f.assign(req.GetAction(), nil)
+	return &echov1.AssignResponse{Action: a}, err
+}
+
+func (f *fakeServer) AssignMany(ctx context.Context, req *echov1.AssignManyRequest) (*echov1.AssignManyResponse, error) {
+	if err := f.enter(ctx); err != nil {
+		return nil, err
+	}
+	resp := &echov1.AssignManyResponse{}
+	for _, in := range req.GetActions() {
+		a, err := f.assign(in, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp.Results = append(resp.Results, &echov1.AssignResponse{Action: a})
+	}
+	return resp, nil
+}
+
+func (f *fakeServer) GetAction(ctx context.Context, req *echov1.GetActionRequest) (*echov1.GetActionResponse, error) {
+	if err := f.enter(ctx); err != nil {
+		return nil, err
+	}
+	a, err := f.get(req.GetId())
+	return &echov1.GetActionResponse{Action: a}, err
+}
+
+func (f *fakeServer) Cancel(ctx context.Context, req *echov1.CancelRequest) (*echov1.CancelResponse, error) {
+	if err := f.enter(ctx); err != nil {
+		return nil, err
+	}
+	a, err := f.cancel(req.GetId())
+	return &echov1.CancelResponse{Action: a}, err
+}
+
+func (f *fakeServer) ListSignatures(ctx context.Context, _ *echov1.ListSignaturesRequest) (*echov1.ListSignaturesResponse, error) {
+	if err := f.enter(ctx); err != nil {
+		return nil, err
+	}
+	return &echov1.ListSignaturesResponse{Signatures: []*echov1.ActionSignature{{Name: "Add"}, {Name: "Echo"}}}, nil
+}
+
+// follow calls send with each matching journaled event after `after` (all
+// new ones when nil), then with live ones, and with nil on each idle tick.
+func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, send func(*echov1.ActionEvent) error) error {
+	return f.followFrom(ctx, req, f.position(req), send)
+}
+
+// position is where a stream for req starts in the journal.
+func (f *fakeServer) position(req *echov1.StreamRequest) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if req.AfterSequence != nil {
+		return int(req.GetAfterSequence())
+	}
+	return len(f.events)
+}
+
+func (f *fakeServer) followFrom(ctx context.Context, req *echov1.StreamRequest, next int, send func(*echov1.ActionEvent) error) error {
+	matches := func(e *echov1.ActionEvent) bool {
+		ok := len(req.GetActionIds()) == 0
+		for _, id := range req.GetActionIds() {
+			ok = ok || id == e.GetActionId()
+		}
+		return ok
+	}
+	for {
+		f.mu.Lock()
+		batch := f.events[min(next, len(f.events)):]
+		next = len(f.events)
+		changed := f.changed
+		f.mu.Unlock()
+		for _, e := range batch {
+			if matches(e) {
+				if err := send(e); err != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case <-changed:
+		case <-time.After(50 * time.Millisecond):
+			if err := send(nil); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreamingServer[echov1.StreamResponse]) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	var end *echov1.StreamEnd
+	f.set(func() {
+		f.headers = append(f.headers, md)
+		f.streamRequests = append(f.streamRequests, req)
+		end, f.endNext = f.endNext, nil
+	})
+	if end != nil {
+		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_End{End: end}})
+	}
+	return f.follow(stream.Context(), req, func(e *echov1.ActionEvent) error {
+		if e == nil {
+			f.mu.Lock()
+			last := uint64(len(f.events))
+			f.mu.Unlock()
+			return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_Heartbeat{Heartbeat: &echov1.Heartbeat{LastSequence: last}}})
+		}
+		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_Event{Event: e}})
+	})
+}
+
+func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectRequest, echov1.ConnectResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	var sendMu sync.Mutex
+	send := func(resp *echov1.ConnectResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(resp)
+	}
+	var owners sync.Map // action id -> request id
+	all := &echov1.StreamRequest{}
+	start := f.position(all)
+	go func() {
+		_ = f.followFrom(ctx, all, start, func(e *echov1.ActionEvent) error {
+			if e == nil {
+				return nil
+			}
+			if owner, ok := owners.Load(e.GetActionId()); ok {
+				return send(&echov1.ConnectResponse{RequestId: owner.(string), Kind: &echov1.ConnectResponse_Event{Event: e}})
+			}
+			return nil
+		})
+	}()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			_ = send(&echov1.ConnectResponse{Kind: &echov1.ConnectResponse_End{End: &echov1.StreamEnd{Reason: "client closed"}}})
+			return nil
+		}
+		var resp *echov1.ConnectResponse
+		switch kind := req.GetKind().(type) {
+		case *echov1.ConnectRequest_Assign:
+			var a *echov1.Action
+			claim := func(id string) { owners.Store(id, req.GetRequestId()) }
+			if a, err = f.assign(kind.Assign.GetAction(), claim); err == nil {
+				resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Assigned{Assigned: &echov1.AssignResponse{Action: a}}}
+			}
+		case *echov1.ConnectRequest_Cancel:
+			var a *echov1.Action
+			if a, err = f.cancel(kind.Cancel.GetId()); err == nil {
+				resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Cancelled{Cancelled: &echov1.CancelResponse{Action: a}}}
+			}
+		default:
+			continue
+		}
+		if err != nil {
+			st := status.Convert(err)
+			resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Error{Error: &echov1.RequestError{
+				Code: int32(st.Code()), Message: st.Message(),
+				FieldViolations: []*echov1.FieldViolation{{Field: "action.name", Description: "required"}},
+			}}}
+		}
+		resp.RequestId = req.GetRequestId()
+		if err := send(resp); err != nil {
+			return err
+		}
+	}
+}
