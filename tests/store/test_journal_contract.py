@@ -305,6 +305,7 @@ def test_claim_reads_only_its_limit_however_many_actions_wait(store: Store) -> N
     store.insert([new_action(due_at=1_000.0 + i) for i in range(5_000)])
     store.insert([new_action(due_at=1.0) for _ in range(20)])
     assert store.claim(now=0.0, limit=10, owner="w") == []  # warm connections up
+    store.flush()  # and let event threads settle: tracemalloc sees every thread
 
     tracemalloc.start()
     try:
