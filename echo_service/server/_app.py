@@ -159,6 +159,12 @@ class EchoServer:
         """``host:port`` as a client would dial it."""
         return f"{_bracketed(self.config.host)}:{self.port}"
 
+    @property
+    def open_streams(self) -> int:
+        """Stream and Connect calls open now (a gauge for tests and metrics)."""
+        runtime = self._runtime
+        return 0 if runtime is None else len(runtime.streams)
+
     def start(self) -> None:
         """Recover the journal, start the engine and the gRPC server.
 

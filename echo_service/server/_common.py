@@ -35,6 +35,10 @@ FINISHED_STATES = frozenset(
 )
 
 
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def call_trace_context(context: grpc.aio.ServicerContext) -> dict[str, str]:
     """The W3C trace headers of the call itself."""
     found: dict[str, str] = {}
@@ -70,7 +74,7 @@ def heartbeat_interval(
     if span.seconds < 0 or span.nanos < 0 or span.nanos >= 1_000_000_000:
         raise InvalidArgument(
             "bad heartbeat interval",
-            [FieldViolation(f"{path}.heartbeat_interval", "must not be negative")],
+            [FieldViolation(_join(path, "heartbeat_interval"), "must not be negative")],
         )
     wanted = span.ToTimedelta()
     return min(
@@ -87,12 +91,12 @@ def stream_filters(
         if len(values) > _MAX_FILTER_ENTRIES:
             violations.append(
                 FieldViolation(
-                    f"{path}.{name}", f"at most {_MAX_FILTER_ENTRIES} entries"
+                    _join(path, name), f"at most {_MAX_FILTER_ENTRIES} entries"
                 )
             )
         for i, value in enumerate(values):
             if not value:
-                violations.append(FieldViolation(f"{path}.{name}[{i}]", "empty"))
+                violations.append(FieldViolation(_join(path, f"{name}[{i}]"), "empty"))
     if violations:
         raise InvalidArgument("bad stream filter", violations)
     return frozenset(request.action_ids), frozenset(request.action_names)
@@ -109,8 +113,9 @@ async def cancel(
 ) -> echo_service_pb2.CancelResponse:
     """Cancel for the unary RPC and for sessions (``path`` prefixes fields)."""
     if not request.id:
-        field = f"{path}.id" if path else "id"
-        raise InvalidArgument("an id is required", [FieldViolation(field, "required")])
+        raise InvalidArgument(
+            "an id is required", [FieldViolation(_join(path, "id"), "required")]
+        )
     view = await rt.blocking(rt.engine.cancel, request.id, request.reason)
     return echo_service_pb2.CancelResponse(action=action_to_proto(view, rt.signatures))
 

@@ -257,8 +257,8 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):  # type: ignore[m
     ) -> AsyncIterator[echo_service_pb2.StreamResponse]:
         rt = self._rt
         try:
-            interval = heartbeat_interval(request, rt, "request")
-            ids, names = stream_filters(request, "request")
+            interval = heartbeat_interval(request, rt, "")
+            ids, names = stream_filters(request, "")
             if rt.closing:
                 raise errors.Unavailable(
                     "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
