@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
+from echo_service import telemetry as telemetry_package
 from echo_service.engine import (
     ActionOptions,
     ActionSpec,
@@ -722,3 +723,25 @@ def test_configuring_logging_twice_replaces_its_own_handler() -> None:
 
     assert first.getvalue() == ""
     assert second.getvalue().rstrip().endswith("once [action_id=a1 attempt=1]")
+
+
+def test_the_telemetry_package_exports_what_the_server_and_cli_need() -> None:
+    assert set(telemetry_package.__all__) == {
+        "CONTEXT_FIELDS",
+        "DEFAULT_SERVICE_NAME",
+        "DURATION_BUCKETS",
+        "INSTRUMENTS",
+        "RPC_DURATION",
+        "UNTRACED_METHOD_PREFIXES",
+        "ExportedInstrument",
+        "JsonFormatter",
+        "RpcTelemetryInterceptor",
+        "Telemetry",
+        "TelemetryConfigError",
+        "TextFormatter",
+        "configure_logging",
+        "current_traceparent",
+        "metric_views",
+        "setup_telemetry",
+    }
+    assert all(hasattr(telemetry_package, n) for n in telemetry_package.__all__)
