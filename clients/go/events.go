@@ -125,11 +125,10 @@ func (c *Client) followOnce(
 		case *echov1.StreamResponse_Event:
 			*after = Ptr(kind.Event.GetSequence())
 		case *echov1.StreamResponse_Heartbeat:
-			// A live stream that has seen no event yet resumes from what was
-			// committed when the heartbeat left; once an event came, only
-			// events move the position, so nothing delivered late is skipped.
-			if *after == nil {
-				*after = Ptr(kind.Heartbeat.GetLastSequence())
+			// The server's safe resume point: every matching event up to it
+			// was delivered, so a quiet or live stream resumes from there.
+			if last := kind.Heartbeat.GetLastSequence(); *after == nil || last > **after {
+				*after = Ptr(last)
 			}
 		case *echov1.StreamResponse_End:
 			if !kind.End.GetRetryable() {

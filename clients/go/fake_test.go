@@ -253,12 +253,6 @@ func (f *fakeServer) ListSignatures(ctx context.Context, _ *echov1.ListSignature
 	return &echov1.ListSignaturesResponse{Signatures: []*echov1.ActionSignature{{Name: "Add"}, {Name: "Echo"}}}, nil
 }
 
-// follow calls send with each matching journaled event after `after` (all
-// new ones when nil), then with live ones, and with nil on each idle tick.
-func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, send func(*echov1.ActionEvent) error) error {
-	return f.followFrom(ctx, req, f.position(req), send)
-}
-
 // position is where a stream for req starts in the journal.
 func (f *fakeServer) position(req *echov1.StreamRequest) int {
 	f.mu.Lock()
@@ -269,7 +263,10 @@ func (f *fakeServer) position(req *echov1.StreamRequest) int {
 	return len(f.events)
 }
 
-func (f *fakeServer) followFrom(ctx context.Context, req *echov1.StreamRequest, next int, send func(*echov1.ActionEvent) error) error {
+// follow calls send with each matching journaled event from position next
+// on, then with live ones, and heartbeat with the position handled so far
+// (a safe resume point) on each idle tick.
+func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, next int, send func(*echov1.ActionEvent) error, heartbeat func(uint64) error) error {
 	matches := func(e *echov1.ActionEvent) bool {
 		ok := len(req.GetActionIds()) == 0
 		for _, id := range req.GetActionIds() {
@@ -293,7 +290,7 @@ func (f *fakeServer) followFrom(ctx context.Context, req *echov1.StreamRequest, 
 		select {
 		case <-changed:
 		case <-time.After(50 * time.Millisecond):
-			if err := send(nil); err != nil {
+			if err := heartbeat(uint64(next)); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -313,15 +310,13 @@ func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreami
 	if end != nil {
 		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_End{End: end}})
 	}
-	return f.follow(stream.Context(), req, func(e *echov1.ActionEvent) error {
-		if e == nil {
-			f.mu.Lock()
-			last := uint64(len(f.events))
-			f.mu.Unlock()
-			return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_Heartbeat{Heartbeat: &echov1.Heartbeat{LastSequence: last}}})
-		}
+	send := func(e *echov1.ActionEvent) error {
 		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_Event{Event: e}})
-	})
+	}
+	heartbeat := func(last uint64) error {
+		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_Heartbeat{Heartbeat: &echov1.Heartbeat{LastSequence: last}}})
+	}
+	return f.follow(stream.Context(), req, f.position(req), send, heartbeat)
 }
 
 func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectRequest, echov1.ConnectResponse]) error {
@@ -337,15 +332,12 @@ func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectReque
 	all := &echov1.StreamRequest{}
 	start := f.position(all)
 	go func() {
-		_ = f.followFrom(ctx, all, start, func(e *echov1.ActionEvent) error {
-			if e == nil {
-				return nil
-			}
+		_ = f.follow(ctx, all, start, func(e *echov1.ActionEvent) error {
 			if owner, ok := owners.Load(e.GetActionId()); ok {
 				return send(&echov1.ConnectResponse{RequestId: owner.(string), Kind: &echov1.ConnectResponse_Event{Event: e}})
 			}
 			return nil
-		})
+		}, func(uint64) error { return nil })
 	}()
 	for {
 		req, err := stream.Recv()

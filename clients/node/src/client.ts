@@ -256,10 +256,9 @@ export class EchoClient {
             if (kind.case === "event") {
               after = kind.value.sequence;
             } else if (kind.case === "heartbeat") {
-              // A live stream that has seen no event yet resumes from what was
-              // committed when the heartbeat left; once an event came, only
-              // events move the position, so nothing delivered late is skipped.
-              after ??= kind.value.lastSequence;
+              // The server's safe resume point: every matching event up to it
+              // was delivered, so a quiet or live stream resumes from there.
+              if (after === undefined || kind.value.lastSequence > after) after = kind.value.lastSequence;
             } else if (kind.case === "end") {
               if (!kind.value.retryable) return;
               const last = kind.value.lastSequence;

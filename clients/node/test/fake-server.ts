@@ -176,7 +176,7 @@ export class FakeEcho {
   }
 
   /** Replays journaled events after `after`, then follows live ones. */
-  private async *follow(request: StreamRequest, signal: AbortSignal): AsyncGenerator<ActionEvent | "heartbeat"> {
+  private async *follow(request: StreamRequest, signal: AbortSignal): AsyncGenerator<ActionEvent | bigint> {
     let next = request.afterSequence === undefined ? this.events.length : Number(request.afterSequence);
     while (!signal.aborted) {
       while (next < this.events.length) {
@@ -184,7 +184,8 @@ export class FakeEcho {
         if (matches(event, request.actionIds, request.actionNames)) yield event;
       }
       const timer = new Promise<"heartbeat">((resolve) => setTimeout(() => resolve("heartbeat"), this.heartbeatMs));
-      if ((await Promise.race([this.nextChange().then(() => "change" as const), timer])) === "heartbeat") yield "heartbeat";
+      // A heartbeat names the position handled so far: a safe resume point.
+      if ((await Promise.race([this.nextChange().then(() => "change" as const), timer])) === "heartbeat") yield BigInt(next);
     }
   }
 
@@ -216,8 +217,8 @@ export class FakeEcho {
       return;
     }
     for await (const item of this.follow(request, context.signal)) {
-      yield item === "heartbeat"
-        ? { kind: { case: "heartbeat", value: { lastSequence: BigInt(this.events.length) } } }
+      yield typeof item === "bigint"
+        ? { kind: { case: "heartbeat", value: { lastSequence: item } } }
         : { kind: { case: "event", value: item } };
     }
   }
@@ -228,7 +229,7 @@ export class FakeEcho {
     const owners = new Map<string, string>();
     const follower = (async () => {
       for await (const item of this.follow(create(StreamRequestSchema), context.signal)) {
-        if (item === "heartbeat") continue;
+        if (typeof item === "bigint") continue;
         const owner = owners.get(item.actionId);
         if (owner !== undefined && !out.isClosed) out.push({ requestId: owner, kind: { case: "event", value: item } });
       }
