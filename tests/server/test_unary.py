@@ -260,7 +260,7 @@ def test_delay_and_not_before_cannot_both_be_sent(
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: echo_service_pb2.AssignManyRequest(), "actions"),
+        (echo_service_pb2.AssignManyRequest, "actions"),
         (
             lambda: echo_service_pb2.AssignManyRequest(
                 actions=[
@@ -493,7 +493,7 @@ def test_an_unexpected_error_is_internal_logged_and_the_server_goes_on(
     make_server: Callable[..., EchoServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     store = _BrokenStore(key_retention=timedelta(hours=1))
-    server = make_server(store=store)
+    server = make_server(journal=store)
     caplog.set_level(logging.ERROR, logger="echo_service.server._status")
     with grpc.insecure_channel(server.address) as channel:
         stub = echo_service_pb2_grpc.EchoServiceStub(channel)

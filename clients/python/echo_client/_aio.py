@@ -205,6 +205,7 @@ class AsyncClient:
         heartbeat: timedelta | None = None,
         reconnect: bool = True,
         timeout: timedelta | None = None,
+        backoff: Backoff | None = None,
     ) -> AsyncEventStream:
         """Events as an async iterator; arguments as for ``Client.stream``."""
         return AsyncEventStream(
@@ -214,6 +215,7 @@ class AsyncClient:
             ),
             reconnect=reconnect,
             deadline=Deadline(timeout),
+            backoff=backoff,
         )
 
     async def wait(self, action_id: str, *, timeout: timedelta | None = None) -> Action:

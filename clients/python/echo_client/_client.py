@@ -260,6 +260,7 @@ class Client:
         heartbeat: timedelta | None = None,
         reconnect: bool = True,
         timeout: timedelta | None = None,
+        backoff: Backoff | None = None,
     ) -> EventStream:
         """Events as an iterator; see ``EventStream``.
 
@@ -271,6 +272,8 @@ class Client:
             reconnect: reopen a broken stream (with jittered backoff) and
                 resume after the last sequence seen.
             timeout: overall deadline of the stream; None for none.
+            backoff: the reconnect delays; default 0.1s doubling to 5s, giving
+                up after 60s of failures in a row.
         """
         return EventStream(
             self,
@@ -279,6 +282,7 @@ class Client:
             ),
             reconnect=reconnect,
             deadline=Deadline(timeout),
+            backoff=backoff,
         )
 
     def wait(self, action_id: str, *, timeout: timedelta | None = None) -> Action:

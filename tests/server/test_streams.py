@@ -1,0 +1,271 @@
+"""The Stream RPC: replay, filters, heartbeats, resume, ends, and what it
+costs the server when clients come and go."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from echo_client import Backoff, Client, State, UnavailableError
+
+from echo_service._proto.echo.v1 import (
+    action_pb2,
+    echo_service_pb2,
+    echo_service_pb2_grpc,
+)
+from echo_service.server import EchoServer
+from tests.conftest import WAIT, Gates, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT_TD = timedelta(seconds=WAIT)
+
+
+@pytest.fixture
+def stub(server: EchoServer) -> Iterator[echo_service_pb2_grpc.EchoServiceStub]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield echo_service_pb2_grpc.EchoServiceStub(channel)
+
+
+def _request(**fields: object) -> echo_service_pb2.StreamRequest:
+    return echo_service_pb2.StreamRequest(**fields)  # type: ignore[arg-type]
+
+
+def _kinds(call: Iterator[echo_service_pb2.StreamResponse], count: int) -> list[str]:
+    return [next(call).WhichOneof("kind") or "" for _ in range(count)]
+
+
+def _finish(client: Client, name: str, *args: object) -> str:
+    action_id = client.assign(name, *args).action.id
+    assert client.wait(action_id, timeout=WAIT_TD).finished
+    return action_id
+
+
+def test_a_stream_opens_with_a_heartbeat_then_replays_and_goes_live(
+    client: Client, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    first = _finish(client, "Add", 1, 2)
+    call = stub.Stream(_request(after_sequence=0), timeout=WAIT)
+    opening = next(call)
+    assert opening.WhichOneof("kind") == "heartbeat"
+    assert opening.heartbeat.last_sequence == 0
+    replayed = [next(call).event for _ in range(4)]
+    assert {e.action_id for e in replayed} == {first}
+    assert replayed[-1].state == action_pb2.ACTION_STATE_SUCCEEDED
+    assert replayed[-1].result.int_value == 3
+    sequences = [e.sequence for e in replayed]
+    assert sequences == sorted(sequences)
+    second = client.assign("Add", 3, 4).action.id
+    live = next(call).event
+    assert live.action_id == second
+    assert live.sequence > sequences[-1]
+    call.cancel()
+
+
+def test_a_live_stream_reports_where_it_is_complete_from(
+    client: Client, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    _finish(client, "Add", 1, 2)
+    call = stub.Stream(_request(), timeout=WAIT)
+    opening = next(call).heartbeat
+    assert opening.last_sequence >= 4
+    action_id = client.assign("Add", 5, 6).action.id
+    event = next(call).event
+    assert event.action_id == action_id
+    assert event.sequence == opening.last_sequence + 1
+    call.cancel()
+
+
+def test_filters_select_by_id_and_by_name(
+    client: Client, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    echo_id = _finish(client, "Echo", "hi")
+    add_id = _finish(client, "Add", 1, 1)
+    by_name = stub.Stream(
+        _request(after_sequence=0, action_names=["Echo"]), timeout=WAIT
+    )
+    by_id = stub.Stream(_request(after_sequence=0, action_ids=[add_id]), timeout=WAIT)
+    assert _kinds(by_name, 1) == ["heartbeat"]
+    assert _kinds(by_id, 1) == ["heartbeat"]
+    assert {next(by_name).event.action_id for _ in range(4)} == {echo_id}
+    assert {next(by_id).event.action_id for _ in range(4)} == {add_id}
+    by_name.cancel()
+    by_id.cancel()
+
+
+def test_an_idle_stream_gets_heartbeats_at_the_asked_interval(
+    stub: echo_service_pb2_grpc.EchoServiceStub,
+) -> None:
+    request = _request()
+    request.heartbeat_interval.FromTimedelta(timedelta(milliseconds=50))
+    call = stub.Stream(request, timeout=WAIT)
+    assert _kinds(call, 4) == ["heartbeat"] * 4
+    call.cancel()
+
+
+def test_a_negative_heartbeat_interval_is_invalid(
+    stub: echo_service_pb2_grpc.EchoServiceStub,
+) -> None:
+    request = _request()
+    request.heartbeat_interval.seconds = -1
+    with pytest.raises(grpc.RpcError) as caught:
+        next(stub.Stream(request, timeout=WAIT))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_resuming_after_the_last_sequence_misses_nothing_and_repeats_nothing(
+    client: Client,
+) -> None:
+    ids = [client.assign("Add", i, i).action.id for i in range(3)]
+    seen: list[int] = []
+    with client.stream(after=0, reconnect=False) as events:
+        for event in events:
+            seen.append(event.sequence)
+            if len(seen) == 5:
+                break
+    for action_id in ids:
+        client.wait(action_id, timeout=WAIT_TD)
+    more = [client.assign("Add", 9, 9).action.id]
+    client.wait(more[0], timeout=WAIT_TD)
+    with client.stream(after=seen[-1], reconnect=False) as events:
+        for event in events:
+            seen.append(event.sequence)
+            if event.action_id == more[0] and event.finished:
+                break
+    assert seen == list(range(1, len(seen) + 1))
+
+
+def test_the_client_stream_resumes_across_a_server_restart(
+    make_server: Callable[..., EchoServer], tmp_path: Path
+) -> None:
+    """Given a stream on a server with a durable journal, when the server
+    stops and another starts on the same port and journal, then the stream
+    reconnects by itself and goes on after the last sequence it saw."""
+    journal = tmp_path / "journal"
+    first = make_server(store="sqlite", data_dir=journal)
+    with Client(first.address, timeout=WAIT_TD) as client:
+        before = client.assign("Add", 1, 2).action.id
+        events = client.stream(
+            after=0, backoff=Backoff(initial=timedelta(milliseconds=20))
+        )
+        seen = []
+        for event in events:
+            seen.append(event)
+            if event.action_id == before and event.finished:
+                break
+        first.stop()
+        make_server(store="sqlite", data_dir=journal, port=first.port)
+        after = client.assign("Add", 3, 4).action.id
+        for event in events:
+            seen.append(event)
+            if event.action_id == after and event.finished:
+                break
+        events.close()
+    assert events.reconnects >= 1
+    assert events.end is not None and events.end.retryable
+    sequences = [e.sequence for e in seen]
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert seen[-1].result == 7
+
+
+def test_the_client_stream_gives_up_after_its_reconnect_budget(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server()
+    with Client(server.address, timeout=WAIT_TD) as client:
+        events = client.stream(
+            backoff=Backoff(
+                initial=timedelta(milliseconds=10),
+                give_up_after=timedelta(milliseconds=200),
+            )
+        )
+        assert events.start() == 0
+        server.drain(timedelta(milliseconds=100))  # ends streams, refuses new ones
+        with pytest.raises(UnavailableError):
+            next(events)
+        assert events.reconnects >= 2
+        events.close()
+
+
+def test_a_client_that_disconnects_mid_stream_leaves_no_thread_behind(
+    server: EchoServer, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    """The RPC pool is bounded and lives as long as the server; every other
+    thread a stream uses must be gone once its client went away."""
+
+    def extra() -> list[str]:
+        return sorted(
+            t.name
+            for t in set(threading.enumerate()) - before
+            if not t.name.startswith("echo-rpc")
+        )
+
+    before = set(threading.enumerate())
+    calls = [stub.Stream(_request(after_sequence=0), timeout=WAIT) for _ in range(5)]
+    for call in calls:
+        assert next(call).WhichOneof("kind") == "heartbeat"
+    assert wait_until(lambda: server.open_streams == 5)
+    for call in calls:
+        call.cancel()
+    assert wait_until(lambda: server.open_streams == 0)
+    assert wait_until(lambda: not extra()), extra()
+    pool = [t for t in threading.enumerate() if t.name.startswith("echo-rpc")]
+    assert len(pool) <= server.config.rpc_threads
+
+
+def test_many_open_streams_do_not_starve_unary_calls(
+    make_server: Callable[..., EchoServer], gates: Gates
+) -> None:
+    server = make_server(rpc_threads=2)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = echo_service_pb2_grpc.EchoServiceStub(channel)
+        calls = [stub.Stream(_request(), timeout=WAIT) for _ in range(40)]
+        for call in calls:
+            next(call)
+        with Client(server.address, timeout=timedelta(seconds=3)) as client:
+            blocked = client.assign("Block", "starve")
+            assert gates.wait_entered("starve")
+            assert client.get(blocked.action.id).state is State.RUNNING
+            assert client.cancel(blocked.action.id).id == blocked.action.id
+            assert client.list_signatures()
+            done = client.assign("Add", 20, 22)
+            assert (
+                client.wait(done.action.id, timeout=timedelta(seconds=3)).result == 42
+            )
+        for call in calls:
+            call.cancel()
+
+
+def test_stopping_the_server_ends_open_streams_with_a_final_message(
+    make_server: Callable[..., EchoServer], gates: Gates
+) -> None:
+    server = make_server()
+    with Client(server.address, timeout=WAIT_TD) as client:
+        running = client.assign("Block", "end").action.id
+        assert gates.wait_entered("end")
+    with grpc.insecure_channel(server.address) as channel:
+        stub = echo_service_pb2_grpc.EchoServiceStub(channel)
+        call = stub.Stream(_request(after_sequence=0), timeout=WAIT)
+        assert next(call).WhichOneof("kind") == "heartbeat"
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        gates.open("end")  # the running action finishes within the grace
+        messages = list(call)
+        stopper.join()
+    assert messages[-1].WhichOneof("kind") == "end"
+    end = messages[-1].end
+    assert end.retryable
+    assert end.reason == "server shutting down"
+    finals = [
+        m.event
+        for m in messages
+        if m.WhichOneof("kind") == "event"
+        and m.event.action_id == running
+        and m.event.state == action_pb2.ACTION_STATE_SUCCEEDED
+    ]
+    assert len(finals) == 1
+    assert end.last_sequence >= finals[0].sequence
