@@ -1,0 +1,610 @@
+"""``echoctl``: the Echo service from a shell.
+
+Output is machine-readable: one JSON object per line on stdout. Notes,
+errors and progress go to stderr. Exit status:
+
+* 0: everything asked was accepted (and, with ``--wait``, succeeded);
+* 1: an action failed or was cancelled, a request or an input line was
+  refused (each bad line is named on stderr with its line number);
+* 2: the command line itself is wrong;
+* 3: the server could not be reached, or a call failed for another reason.
+
+Every command takes ``--target HOST:PORT`` (or ``ECHO_TARGET``; default
+``localhost:50051``). See ``echo_client._lines`` for how arguments and input
+lines are typed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+
+from echo_client._aio import AsyncClient
+from echo_client._call import DEFAULT_TARGET, Backoff
+from echo_client._client import Client
+from echo_client._errors import (
+    DeadlineExceededError,
+    EchoError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from echo_client._lines import LineError, ParsedLine, coerce_words, dumps, parse_line
+from echo_client._types import Action, Assigned, Event, Options, Signature, State
+
+__all__ = ["app", "main"]
+
+OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+app = typer.Typer(
+    help="Talk to an Echo service: assign actions, wait, stream events, cancel.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    target: str
+    timeout: timedelta
+
+
+def _note(text: str) -> None:
+    print(f"echoctl: {text}", file=sys.stderr, flush=True)
+
+
+def _out(body: object) -> None:
+    sys.stdout.write(dumps(body) + "\n")
+
+
+def _exit_for(error: EchoError) -> int:
+    if isinstance(error, UnavailableError | DeadlineExceededError):
+        return UNREACHABLE
+    return FAILED
+
+
+def _report(error: EchoError) -> int:
+    _note(str(error))
+    return _exit_for(error)
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Option(
+            envvar="ECHO_TARGET", help="Server address, host:port.", show_envvar=True
+        ),
+    ] = DEFAULT_TARGET,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each call may take.", min=0.001)
+    ] = 30.0,
+) -> None:
+    """Talk to an Echo service: assign actions, wait, stream events, cancel."""
+    ctx.obj = _Settings(target, timedelta(seconds=timeout))
+
+
+def _settings(ctx: typer.Context) -> _Settings:
+    settings = ctx.obj
+    assert isinstance(settings, _Settings)
+    return settings
+
+
+def _client(settings: _Settings) -> Client:
+    return Client(settings.target, timeout=settings.timeout)
+
+
+def _signatures(client: Client) -> dict[str, Signature]:
+    return {s.name: s for s in client.list_signatures()}
+
+
+# -- simple commands ---------------------------------------------------------
+
+
+@app.command()
+def signatures(ctx: typer.Context) -> None:
+    """Print the plan's signatures, one JSON object per line."""
+    settings = _settings(ctx)
+    try:
+        with _client(settings) as client:
+            found = client.list_signatures()
+    except EchoError as exc:
+        raise typer.Exit(_report(exc)) from None
+    for signature in found:
+        _out(signature.as_dict())
+
+
+@app.command()
+def get(
+    ctx: typer.Context, action_id: Annotated[str, typer.Argument(metavar="ID")]
+) -> None:
+    """Print one action, with its state, as a JSON object."""
+    try:
+        with _client(_settings(ctx)) as client:
+            _out(client.get(action_id).as_dict())
+    except EchoError as exc:
+        raise typer.Exit(_report(exc)) from None
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    action_id: Annotated[str, typer.Argument(metavar="ID")],
+    reason: Annotated[str, typer.Option(help="Recorded with the cancellation.")] = "",
+) -> None:
+    """Cancel an action; print it as it stands afterwards."""
+    try:
+        with _client(_settings(ctx)) as client:
+            _out(client.cancel(action_id, reason).as_dict())
+    except EchoError as exc:
+        raise typer.Exit(_report(exc)) from None
+
+
+@app.command()
+def shutdown(
+    ctx: typer.Context,
+    admin_token: Annotated[
+        str,
+        typer.Option(
+            envvar="ECHO_ADMIN_TOKEN",
+            show_envvar=True,
+            help="The server's admin token (prefer the environment variable).",
+            prompt=False,
+        ),
+    ] = "",
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds running actions may take.", min=0)
+    ] = None,
+) -> None:
+    """Ask the server to drain and stop; needs its admin token."""
+    if not admin_token:
+        _note("an admin token is required (--admin-token or ECHO_ADMIN_TOKEN)")
+        raise typer.Exit(USAGE)
+    try:
+        with _client(_settings(ctx)) as client:
+            report = client.shutdown(
+                admin_token, grace=None if grace is None else timedelta(seconds=grace)
+            )
+    except EchoError as exc:
+        raise typer.Exit(_report(exc)) from None
+    _out({"running": report.running, "waiting": report.waiting})
+
+
+@app.command()
+def stream(
+    ctx: typer.Context,
+    after: Annotated[
+        int | None,
+        typer.Option(help="Replay events after this sequence first (0: all).", min=0),
+    ] = None,
+    action_id: Annotated[
+        list[str] | None, typer.Option("--id", help="Only this action (repeatable).")
+    ] = None,
+    name: Annotated[
+        list[str] | None,
+        typer.Option("--name", help="Only this action name (repeatable)."),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many events.", min=1)
+    ] = None,
+) -> None:
+    """Print events as JSON lines as they happen; reconnects and resumes."""
+    printed = 0
+    try:
+        with (
+            _client(_settings(ctx)) as client,
+            client.stream(
+                after=after, action_ids=action_id or (), names=name or ()
+            ) as events,
+        ):
+            for event in events:
+                _out(event.as_dict())
+                sys.stdout.flush()
+                printed += 1
+                if count is not None and printed >= count:
+                    break
+    except EchoError as exc:
+        raise typer.Exit(_report(exc)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+# -- assign -----------------------------------------------------------------
+
+
+@app.command()
+def assign(  # noqa: PLR0917 - typer maps each parameter to a flag
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="The action's name.")] = None,
+    args: Annotated[
+        list[str] | None, typer.Argument(help="Arguments, typed by the signature.")
+    ] = None,
+    from_file: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help='Assign every line of a JSON-lines file ("-" for stdin): '
+            '{"name": ..., "args": [...], "options": {...}, "metadata": {...}}.',
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for each action and print its outcome.")
+    ] = False,
+    delay: Annotated[
+        float | None, typer.Option(help="Seconds before the action may run.", min=0)
+    ] = None,
+    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(help="A repeat with this key returns the first action."),
+    ] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE metadata (repeatable).")
+    ] = None,
+    chunk: Annotated[
+        int, typer.Option(help="Actions per AssignMany call with --from.", min=1)
+    ] = 500,
+) -> None:
+    """Assign one action (NAME ARG...) or every line of --from FILE."""
+    settings = _settings(ctx)
+    if from_file is not None:
+        if name is not None or args:
+            _note("give either NAME ARG... or --from FILE, not both")
+            raise typer.Exit(USAGE)
+        raise typer.Exit(_assign_file(settings, from_file, wait=wait, chunk=chunk))
+    if name is None:
+        _note("an action name (or --from FILE) is required")
+        raise typer.Exit(USAGE)
+    pairs = {}
+    for item in metadata or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _note(f"--metadata {item!r}: expected KEY=VALUE")
+            raise typer.Exit(USAGE)
+        pairs[key] = value
+    options = Options(
+        delay=None if delay is None else timedelta(seconds=delay),
+        priority=priority,
+        idempotency_key=idempotency_key,
+    )
+    raise typer.Exit(_assign_one(settings, name, args or [], options, pairs, wait=wait))
+
+
+def _assign_one(
+    settings: _Settings,
+    name: str,
+    words: Sequence[str],
+    options: Options,
+    metadata: dict[str, str],
+    *,
+    wait: bool,
+) -> int:
+    try:
+        with _client(settings) as client:
+            try:
+                values = coerce_words(name, words, _signatures(client))
+            except LineError as exc:
+                _note(str(exc))
+                return FAILED
+            assigned = client.assign(name, *values, options=options, metadata=metadata)
+            if not wait:
+                _out(_accepted(assigned, None))
+                return OK
+            done = client.wait(assigned.action.id, timeout=None)
+    except EchoError as exc:
+        return _report(exc)
+    _out(_outcome_of_action(done, None))
+    return OK if done.state is State.SUCCEEDED else FAILED
+
+
+def _accepted(assigned: Assigned, line: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": assigned.action.id,
+        "name": assigned.action.name,
+        "state": str(assigned.action.state),
+    }
+    if assigned.duplicate:
+        body["duplicate"] = True
+    if line is not None:
+        body["line"] = line
+    return body
+
+
+def _outcome_of_action(action: Action, line: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": action.id,
+        "name": action.name,
+        "state": str(action.state),
+    }
+    if action.state is State.SUCCEEDED:
+        body["result"] = action.result
+    elif action.error is not None:
+        body["error"] = action.error.as_dict()
+    if line is not None:
+        body["line"] = line
+    return body
+
+
+def _outcome_of_event(event: Event, line: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": event.action_id,
+        "name": event.action_name,
+        "state": str(event.state),
+    }
+    if event.state is State.SUCCEEDED:
+        body["result"] = event.result
+    elif event.error is not None:
+        body["error"] = event.error.as_dict()
+    if line is not None:
+        body["line"] = line
+    return body
+
+
+# -- assign --from ------------------------------------------------------------
+
+
+def _lines(source: str) -> Iterator[str]:
+    if source == "-":
+        yield from sys.stdin
+        return
+    with Path(source).open(encoding="utf-8") as handle:
+        yield from handle
+
+
+def _assign_file(settings: _Settings, source: str, *, wait: bool, chunk: int) -> int:
+    try:
+        lines = list(_lines(source))
+    except OSError as exc:
+        _note(f"cannot read {source}: {exc.strerror}")
+        return USAGE
+    except UnicodeDecodeError as exc:
+        _note(f"{source} is not UTF-8 text: {exc.reason}")
+        return USAGE
+    try:
+        return asyncio.run(_Bulk(settings, lines, wait=wait, chunk=chunk).run())
+    except KeyboardInterrupt:
+        return FAILED
+
+
+class _Progress:
+    """A bar on a terminal; otherwise a line every ten seconds on long runs."""
+
+    _EVERY = 10.0
+
+    def __init__(self, total: int, *, stream: IO[str]) -> None:
+        self._total = total
+        self._done = 0
+        self._stream = stream
+        self._bar: Any = None
+        self._started = self._last = time.monotonic()
+        if total and stream.isatty():
+            from rich.console import Console  # noqa: PLC0415 - terminals only
+            from rich.progress import Progress  # noqa: PLC0415
+
+            self._bar = Progress(console=Console(file=stream), transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("finished", total=total)
+
+    def advance(self) -> None:
+        self._done += 1
+        if self._bar is not None:
+            self._bar.advance(self._task)
+            return
+        now = time.monotonic()
+        if now - self._last >= self._EVERY:
+            self._last = now
+            print(
+                f"echoctl: {self._done}/{self._total} finished "
+                f"after {now - self._started:.0f}s",
+                file=self._stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+class _Bulk:
+    """Assign many lines in chunks, and (with ``wait``) collect every outcome
+    from one event stream opened before the first assign."""
+
+    def __init__(
+        self, settings: _Settings, lines: Sequence[str], *, wait: bool, chunk: int
+    ) -> None:
+        self._settings = settings
+        self._lines = lines
+        self._wait = wait
+        self._chunk = chunk
+        self._status = OK
+        self._pending: dict[str, int] = {}  # action id -> its first line
+        self._finals: dict[str, Event] = {}  # ended before their assign answered
+        self._reported: set[str] = set()
+        self._assigning = True
+        self._all_done = asyncio.Event()
+        self._progress: _Progress | None = None
+
+    def _fail(self, status: int = FAILED) -> None:
+        self._status = max(self._status, status)
+
+    async def run(self) -> int:
+        async with AsyncClient(
+            self._settings.target, timeout=self._settings.timeout
+        ) as client:
+            try:
+                signatures = {s.name: s for s in await client.list_signatures()}
+            except EchoError as exc:
+                return _report(exc)
+            parsed = self._parse(signatures)
+            if not self._wait:
+                await self._assign_all(client, parsed)
+                return self._status
+            self._progress = _Progress(len(parsed), stream=sys.stderr)
+            names = {p.request.name for p in parsed}
+            events = client.stream(names=names)
+            try:
+                await events.start()
+                consumer = asyncio.create_task(self._consume(events))
+                await self._assign_all(client, parsed)
+                self._assigning = False
+                self._check_done()
+                waiter = asyncio.create_task(self._all_done.wait())
+                await asyncio.wait(
+                    {consumer, waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                if consumer.done() and (error := consumer.exception()) is not None:
+                    if isinstance(error, EchoError):
+                        _note(f"the event stream failed: {error}")
+                    self._fail(UNREACHABLE)
+                    _note(f"{len(self._pending)} actions' outcomes are unknown")
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+            except EchoError as exc:
+                return max(self._status, _report(exc))
+            finally:
+                events.close()
+                self._progress.close()
+            return self._status
+
+    def _parse(self, signatures: dict[str, Signature]) -> list[ParsedLine]:
+        parsed: list[ParsedLine] = []
+        for number, text in enumerate(self._lines, 1):
+            try:
+                line = parse_line(text, number, signatures)
+            except LineError as exc:
+                _note(f"line {number}: {exc}")
+                self._fail()
+                continue
+            if line is not None:
+                parsed.append(line)
+        return parsed
+
+    async def _assign_all(self, client: AsyncClient, parsed: list[ParsedLine]) -> None:
+        for start in range(0, len(parsed), self._chunk):
+            batch = parsed[start : start + self._chunk]
+            for line, assigned in await self._assign_chunk(client, batch):
+                self._accepted(line, assigned)
+        sys.stdout.flush()
+
+    async def _assign_chunk(
+        self, client: AsyncClient, batch: list[ParsedLine]
+    ) -> list[tuple[int, Assigned]]:
+        """AssignMany with retries: after the server's hint when its queue is
+        full, with backoff when it is unavailable, and once without the lines
+        it refused as invalid (a batch is all or none)."""
+        backoff = Backoff(initial=timedelta(milliseconds=200))
+        while batch:
+            try:
+                results = await client.assign_many([p.request for p in batch])
+                return [(p.number, a) for p, a in zip(batch, results, strict=True)]
+            except InvalidArgumentError as exc:
+                bad = self._refused_lines(batch, exc)
+                if not bad:
+                    for line in batch:
+                        _note(f"line {line.number}: refused: {exc.message}")
+                    self._fail()
+                    return []
+                batch = [p for i, p in enumerate(batch) if i not in bad]
+            except ResourceExhaustedError as exc:
+                delay = exc.retry_delay or timedelta(seconds=1)
+                seconds = delay.total_seconds()
+                _note(f"the server's queue is full; retrying in {seconds:g}s")
+                await asyncio.sleep(seconds)
+            except UnavailableError as exc:
+                pause = backoff.next_delay()
+                if pause is None:
+                    raise
+                _note(f"the server is unavailable ({exc.message}); retrying")
+                await asyncio.sleep(pause)
+        return []
+
+    def _refused_lines(self, batch: list[ParsedLine], error: EchoError) -> set[int]:
+        bad: dict[int, list[str]] = {}
+        for violation in error.field_violations:
+            found = re.match(r"actions\[(\d+)\]\.?(.*)", violation.field)
+            if found and int(found.group(1)) < len(batch):
+                index = int(found.group(1))
+                bad.setdefault(index, []).append(
+                    f"{found.group(2) or 'action'}: {violation.description}"
+                )
+        for index, problems in sorted(bad.items()):
+            _note(f"line {batch[index].number}: refused: {'; '.join(problems)}")
+            self._fail()
+        return set(bad)
+
+    def _accepted(self, line: int, assigned: Assigned) -> None:
+        action = assigned.action
+        if not self._wait:
+            _out(_accepted(assigned, line))
+            return
+        if action.id in self._reported or action.id in self._pending:
+            self._progress_advance()  # a duplicate line: one outcome per action
+            return
+        if action.finished:
+            self._report_action(action, line)
+        elif (event := self._finals.pop(action.id, None)) is not None:
+            self._report_event(event, line)
+        else:
+            self._pending[action.id] = line
+
+    async def _consume(self, events: Any) -> None:
+        async for event in events:
+            if not event.finished:
+                continue
+            line = self._pending.pop(event.action_id, None)
+            if line is not None:
+                self._report_event(event, line)
+                self._check_done()
+            elif self._assigning and event.action_id not in self._reported:
+                self._finals[event.action_id] = event
+
+    def _check_done(self) -> None:
+        if not self._assigning and not self._pending:
+            self._all_done.set()
+
+    def _report_event(self, event: Event, line: int) -> None:
+        self._reported.add(event.action_id)
+        _out(_outcome_of_event(event, line))
+        if event.state is not State.SUCCEEDED:
+            self._fail()
+        self._progress_advance()
+
+    def _report_action(self, action: Action, line: int) -> None:
+        self._reported.add(action.id)
+        _out(_outcome_of_action(action, line))
+        if action.state is not State.SUCCEEDED:
+            self._fail()
+        self._progress_advance()
+
+    def _progress_advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance()
+
+
+def main(argv: Iterable[str] | None = None) -> None:
+    """The ``echoctl`` console script."""
+    try:
+        app(args=None if argv is None else list(argv), prog_name="echoctl")
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error of ours.
+        sys.stderr.close()
+
+
+if __name__ == "__main__":
+    main()
