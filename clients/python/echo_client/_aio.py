@@ -116,7 +116,7 @@ class AsyncClient:
                 request, timeout=seconds, metadata=call_metadata(self._metadata, extra)
             )
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc) from None
+            raise error_from_rpc(exc) from exc
 
     async def assign(
         self,
@@ -478,7 +478,7 @@ class AsyncSession:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.CANCELLED:
                     return
-                raise error_from_rpc(exc) from None
+                raise error_from_rpc(exc) from exc
             if message is grpc.aio.EOF:
                 return
             out = SessionMessage(message)

@@ -159,7 +159,7 @@ class Client:
                 request, timeout=seconds, metadata=call_metadata(self._metadata, extra)
             )
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+            raise error_from_rpc(exc) from exc
 
     def assign(
         self,
@@ -624,7 +624,7 @@ class Session(Iterator[SessionMessage]):
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:
                 raise StopIteration from None
-            raise error_from_rpc(exc) from None
+            raise error_from_rpc(exc) from exc
         out = SessionMessage(message)
         if out.kind == "event" and self.auto_ack and out.event is not None:
             self.ack(out.event.sequence)
