@@ -37,7 +37,15 @@ Concurrency contract, shared by every implementation:
   a replica that died gives its work back in a shared journal.
   Single-node stores hold their data exclusively (a second process on the
   same files gets ``Unavailable``), so their ``recover`` releases every
-  claim.
+  claim. An action may also be inserted already claimed (``NewAction.owner``):
+  a child that its parent's runner runs at once is never offered to anyone
+  else.
+* Fencing. A transition that names an ``owner`` is written only while that
+  owner holds the action's claim. A runner whose lease ran out and was taken
+  over can therefore not record an outcome over its successor's: the write
+  fails with ``FailedPrecondition`` and nothing of it is written. The
+  handler's side effects of that lost attempt are not undone; that part of
+  delivery stays at-least-once.
 """
 
 from __future__ import annotations
@@ -94,6 +102,12 @@ class NewAction:
     idempotency_key: str | None = None
     parent_id: str | None = None
     event_payload: bytes = b""
+    owner: str | None = None
+    """Insert it already claimed by this owner, as ``claim`` would: nobody
+    else claims it until the claim ends. None: claimable when due."""
+    lease_until: float | None = None
+    """With ``owner``: epoch seconds when the claim may be taken, as a
+    claim's lease; None holds it like a claim without a lease."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +180,9 @@ class Transition:
     event_payload: bytes = b""
     release: bool = False
     """Drop the action's claim in the same transaction (a retry waits again)."""
+    owner: str | None = None
+    """Fence: write only while this owner holds the action's claim, else fail
+    the write with ``FailedPrecondition``. None: write whoever holds it."""
 
 
 EventListener = Callable[[Sequence[EventRecord]], None]
@@ -174,10 +191,17 @@ EventListener = Callable[[Sequence[EventRecord]], None]
 class Store(Protocol):
     """The journal. See the module docstring for the concurrency contract."""
 
+    @property
+    def shared(self) -> bool:
+        """True when other processes claim from the same journal, so that
+        claims need leases that their holder renews."""
+        ...
+
     def insert(self, actions: Sequence[NewAction]) -> list[Inserted]:
         """Insert all actions in one transaction, each with an ACCEPTED event.
 
-        Idempotency keys are checked inside the same transaction. Returns when
+        Idempotency keys are checked inside the same transaction; a duplicate
+        is not claimed by the new action's ``owner``. Returns when
         durable. Raises ``StoreError`` with the cause chained on failure, in
         which case nothing of the batch was written.
         """
@@ -187,8 +211,10 @@ class Store(Protocol):
         """Apply transitions and append their events, in order, atomically.
 
         The future fails with ``NotFound`` (and nothing is written) when an
-        action id is unknown, with ``StoreError``/``Unavailable`` when the
-        journal fails; the store does not log those, the waiter decides.
+        action id is unknown, with ``FailedPrecondition`` (nothing written)
+        when a transition's ``owner`` does not hold the action's claim, with
+        ``StoreError``/``Unavailable`` when the journal fails; the store does
+        not log those, the waiter decides.
         """
         ...
 

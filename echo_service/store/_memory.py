@@ -114,6 +114,9 @@ class _Transaction:
 class MemoryStore:
     """The ``Store`` contract in memory; everything is lost on close."""
 
+    shared = False
+    """Only this process sees it (tests may share one between engines)."""
+
     def __init__(
         self,
         *,
@@ -186,7 +189,12 @@ class MemoryStore:
             if key is not None:
                 self._keys[key] = (row.id, now)
             self._unfinished += 1
-            self._enqueue(row)
+            if action.owner is None:
+                self._enqueue(row)
+            else:
+                row.owner = action.owner
+                row.lease_until = action.lease_until
+                self._claimed[row.id] = row
             events.append(
                 self._event(row, State.ACCEPTED, now, action.event_payload, 0)
             )
@@ -203,8 +211,13 @@ class MemoryStore:
         self, transitions: Sequence[Transition]
     ) -> tuple[list[EventRecord], list[EventRecord]]:
         for t in transitions:
-            if t.action_id not in self._rows:
+            found = self._rows.get(t.action_id)
+            if found is None:
                 raise errors.NotFound(f"no action with id {t.action_id!r}")
+            if t.owner is not None and found.owner != t.owner:
+                raise errors.FailedPrecondition(
+                    f"{t.owner} no longer holds the claim on {t.action_id}"
+                )
         now = self._clock()
         events: list[EventRecord] = []
         for t in transitions:

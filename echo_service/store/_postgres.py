@@ -27,11 +27,17 @@ dropped connection) delays events but never loses them. Unlike the
 single-node stores, listeners therefore run on that event thread, not on the
 writer thread.
 
+Fencing. A transition that names its ``owner`` is written only while that
+owner holds the claim (checked under the row lock ``record`` takes), so a
+replica whose lease ran out during a pause longer than the lease, and whose
+action another replica took over, cannot record an outcome over the new
+holder's: its write fails with ``FailedPrecondition``.
+
 Limits. ``recover(owner)`` releases only the claims of ``owner``; a replica
 that restarts under a new name gets its old work back when the leases run
-out. A replica whose lease ran out (a pause longer than the lease) is not
-fenced: it may still record transitions for an action another replica took
-over, so an action may run twice (at-least-once).
+out. Fencing guards the journal, not the world: the handler of the replica
+that lost its lease may have done its side effects already, and the action
+runs again elsewhere, so delivery to handlers stays at-least-once.
 """
 
 from __future__ import annotations
@@ -115,6 +121,7 @@ CREATE TABLE IF NOT EXISTS echo_events (
     payload   BYTEA NOT NULL
 );
 CREATE INDEX IF NOT EXISTS echo_events_action ON echo_events (action_id, seq);
+CREATE INDEX IF NOT EXISTS echo_events_name ON echo_events (name, seq);
 CREATE TABLE IF NOT EXISTS echo_idempotency_keys (
     key        TEXT PRIMARY KEY,
     action_id  TEXT NOT NULL,
@@ -199,11 +206,14 @@ class _Journal:
         connect: Callable[[], psycopg.Connection[Any]],
         *,
         key_retention: float,
+        lease: float,
         clock: Callable[[], float],
     ) -> None:
         self._connect = connect
         self.conn = connect()
         self.key_retention = key_retention
+        self.lease = lease
+        """Seconds of the store's own lease, for owned inserts without one."""
         self.clock = clock
         self.committed_sequence = 0
         self.sequence = self._meta_sequence = 0
@@ -302,6 +312,7 @@ class _Journal:
         fresh_after = now - self.key_retention
         out: list[Inserted] = []
         new: list[tuple[ActionRecord, bytes]] = []
+        owned_from: list[NewAction] = []  # the NewAction of each entry of new
         in_batch: dict[str, ActionRecord] = {}
         for action in actions:
             key = action.idempotency_key
@@ -332,10 +343,19 @@ class _Journal:
                 created_at=now,
                 updated_at=now,
                 outcome=None,
+                owner=action.owner,
+                lease_until=(
+                    None
+                    if action.owner is None
+                    else now + self.lease
+                    if action.lease_until is None
+                    else action.lease_until
+                ),
             )
             if key is not None:
                 in_batch[key] = record
             new.append((record, action.event_payload))
+            owned_from.append(action)
             out.append(Inserted(record, duplicate=False))
         if not new:
             return out, []
@@ -343,8 +363,9 @@ class _Journal:
             with self.conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO echo_actions (id, name, payload, state, priority, "
-                    "due_at, idempotency_key, parent_id, created_at, updated_at) "
-                    "VALUES (%s, %s, %s, 'accepted', %s, %s, %s, %s, %s, %s)",
+                    "due_at, idempotency_key, parent_id, created_at, updated_at, "
+                    "owner, lease_until, renewed) VALUES "
+                    "(%s, %s, %s, 'accepted', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             r.id,
@@ -356,8 +377,13 @@ class _Journal:
                             r.parent_id,
                             now,
                             now,
+                            r.owner,
+                            r.lease_until,
+                            # Owned without a lease of its own: the store
+                            # keeps renewing it, as for such a claim.
+                            r.owner is not None and a.lease_until is None,
                         )
-                        for r, _ in new
+                        for (r, _), a in zip(new, owned_from, strict=True)
                     ],
                 )
         except pg_errors.UniqueViolation as exc:
@@ -385,12 +411,19 @@ class _Journal:
         pending: list[tuple[str, str, State, int, float, bytes]] = []
         for t in transitions:
             row = self.conn.execute(
-                "SELECT name, done, attempt FROM echo_actions WHERE id = %s FOR UPDATE",
+                "SELECT name, done, attempt, owner FROM echo_actions "
+                "WHERE id = %s FOR UPDATE",
                 (t.action_id,),
             ).fetchone()
             if row is None:
                 raise errors.NotFound(f"no action with id {t.action_id!r}")
-            name, done, attempt = row
+            name, done, attempt, owner = row
+            if t.owner is not None and owner != t.owner:
+                # The row lock keeps a claimer from taking it between this
+                # check and the update; the savepoint undoes earlier ones.
+                raise errors.FailedPrecondition(
+                    f"{t.owner} no longer holds the claim on {t.action_id}"
+                )
             if t.attempt is not None:
                 attempt = t.attempt
             if t.state is not State.PROGRESS:
@@ -425,6 +458,9 @@ class _Journal:
 
 class PostgresStore:
     """The ``Store`` contract on PostgreSQL; see the module docstring."""
+
+    shared = True
+    """Any number of replicas claim from the same database."""
 
     def __init__(
         self,
@@ -470,7 +506,10 @@ class PostgresStore:
         try:
             self._migrate()
             self._journal = _Journal(
-                self._connect, key_retention=key_retention.total_seconds(), clock=clock
+                self._connect,
+                key_retention=key_retention.total_seconds(),
+                lease=lease.total_seconds(),
+                clock=clock,
             )
             self._journal.committed_sequence = self._meta("last_sequence")
         except psycopg.Error as exc:
@@ -544,6 +583,12 @@ class PostgresStore:
         actions = list(actions)
         if not actions:
             return []
+        kept = {
+            a.owner for a in actions if a.owner is not None and a.lease_until is None
+        }
+        if kept:
+            with self._delivery:
+                self._renewing.update(kept)
         return self._writer.call(
             lambda: self._journal.insert(actions), weight=2 * len(actions)
         )
@@ -868,6 +913,19 @@ def _read_events(
     action_ids: frozenset[str],
     names: frozenset[str],
 ) -> list[EventRecord]:
+    if names and not action_ids:
+        # One index range per name (echo_events_name), each cut at ``limit``,
+        # merged in sequence order: a popular name costs ``limit`` rows, not
+        # a scan of the table or a sort of all its events.
+        rows = conn.execute(
+            f"SELECT {', '.join('e.' + c for c in _EVENT_COLUMNS.split(', '))} "
+            "FROM unnest(%s::text[]) AS n(name) CROSS JOIN LATERAL "
+            f"(SELECT {_EVENT_COLUMNS} FROM echo_events "
+            "WHERE name = n.name AND seq > %s ORDER BY seq LIMIT %s) e "
+            "ORDER BY e.seq LIMIT %s",
+            (sorted(names), sequence, limit, limit),
+        ).fetchall()
+        return [_event(row) for row in rows]
     where = ["seq > %s"]
     params: list[Any] = [sequence]
     if action_ids:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import heapq
+import itertools
 import logging
 import os
 import sqlite3
@@ -103,6 +105,7 @@ CREATE TABLE IF NOT EXISTS events (
     payload   BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_action ON events (action_id, seq);
+CREATE INDEX IF NOT EXISTS events_name ON events (name, seq);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key        TEXT PRIMARY KEY,
     action_id  TEXT NOT NULL,
@@ -373,6 +376,8 @@ class _Journal:
                 created_at=now,
                 updated_at=now,
                 outcome=None,
+                owner=action.owner,
+                lease_until=None if action.owner is None else action.lease_until,
             )
             if key is not None:
                 in_batch[key] = record
@@ -384,8 +389,8 @@ class _Journal:
         try:
             self.conn.executemany(
                 "INSERT INTO actions (id, name, payload, state, priority, due_at, "
-                "idempotency_key, parent_id, created_at, updated_at) "
-                "VALUES (?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?)",
+                "idempotency_key, parent_id, created_at, updated_at, owner, "
+                "lease_until) VALUES (?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.id,
@@ -397,6 +402,8 @@ class _Journal:
                         r.parent_id,
                         now,
                         now,
+                        r.owner,
+                        r.lease_until,
                     )
                     for r in new
                 ],
@@ -433,11 +440,18 @@ class _Journal:
         events: list[EventRecord] = []
         for t in transitions:
             row = self.conn.execute(
-                "SELECT name, done, attempt FROM actions WHERE id = ?", (t.action_id,)
+                "SELECT name, done, attempt, owner FROM actions WHERE id = ?",
+                (t.action_id,),
             ).fetchone()
             if row is None:
                 raise errors.NotFound(f"no action with id {t.action_id!r}")
-            name, done, attempt = row
+            name, done, attempt, owner = row
+            if t.owner is not None and owner != t.owner:
+                # Earlier transitions of this write are undone by the
+                # savepoint that ``run`` wraps around it.
+                raise errors.FailedPrecondition(
+                    f"{t.owner} no longer holds the claim on {t.action_id}"
+                )
             if t.attempt is not None:
                 attempt = t.attempt
             if t.state is not State.PROGRESS:
@@ -581,6 +595,9 @@ class _Journal:
 
 class SqliteStore:
     """The ``Store`` contract on one SQLite file; see the module docstring."""
+
+    shared = False
+    """One process holds the file (see Exclusivity above)."""
 
     def __init__(
         self,
@@ -819,23 +836,44 @@ class SqliteStore:
         action_ids: frozenset[str] = frozenset(),
         names: frozenset[str] = frozenset(),
     ) -> list[EventRecord]:
-        # A names filter scans events in sequence order (there is no index by
-        # name); an action filter uses events_action.
-        where = ["seq > ?"]
-        params: list[Any] = [sequence]
-        if action_ids:
-            where.append(f"action_id IN ({_marks(len(action_ids))})")
-            params.extend(sorted(action_ids))
-        if names:
-            where.append(f"name IN ({_marks(len(names))})")
-            params.extend(sorted(names))
-        params.append(limit)
+        # Each filter reads through its index and never more than ``limit``
+        # rows per key: an action filter (a handful of events per action)
+        # through events_action, names checked on those rows; a names filter
+        # through events_name, one query per name merged in sequence order,
+        # so a name with millions of events costs ``limit`` rows, not a scan
+        # or a sort of them all.
         with self._reading("reading events") as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
-                "ORDER BY seq LIMIT ?",
-                params,
-            ).fetchall()
+            if action_ids:
+                where = f"action_id IN ({_marks(len(action_ids))}) AND seq > ?"
+                params: list[Any] = [*sorted(action_ids), sequence]
+                if names:
+                    where += f" AND name IN ({_marks(len(names))})"
+                    params.extend(sorted(names))
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_action "
+                    f"WHERE {where} ORDER BY seq LIMIT ?",
+                    (*params, limit),
+                ).fetchall()
+            elif names:
+                per_name = [
+                    conn.execute(
+                        f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_name "
+                        "WHERE name = ? AND seq > ? ORDER BY seq LIMIT ?",
+                        (name, sequence, limit),
+                    ).fetchall()
+                    for name in sorted(names)
+                ]
+                rows = list(
+                    itertools.islice(
+                        heapq.merge(*per_name, key=lambda row: row[0]), limit
+                    )
+                )
+            else:
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (sequence, limit),
+                ).fetchall()
         return [_event(row) for row in rows]
 
     def next_due(self) -> float | None:

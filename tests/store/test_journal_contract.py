@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import tracemalloc
 from datetime import timedelta
@@ -316,6 +317,111 @@ def test_claim_reads_only_its_limit_however_many_actions_wait(store: Store) -> N
 
     assert len(claimed) == 10
     assert peak < 200_000, f"a claim of 10 allocated {peak} bytes"
+
+
+def test_events_of_several_names_come_merged_in_sequence_order_page_by_page(
+    store: Store,
+) -> None:
+    names = ["fetch", "store", "other"]
+    actions = [new_action(name=names[i % 3]) for i in range(30)]
+    store.insert(actions)
+    wanted = frozenset({"fetch", "store"})
+
+    pages: list[list[int]] = []
+    after = 0
+    while page := store.events_after(after, limit=4, names=wanted):
+        pages.append([e.sequence for e in page])
+        after = page[-1].sequence
+
+    expected = [i + 1 for i in range(30) if names[i % 3] in wanted]
+    assert [seq for page in pages for seq in page] == expected
+    assert all(len(page) == 4 for page in pages[:-1])
+
+
+# -- owned inserts and fencing ---------------------------------------------------
+
+
+def test_an_action_inserted_with_an_owner_is_claimed_by_it_and_by_nobody_else(
+    store: Store,
+) -> None:
+    child = dataclasses.replace(new_action(), owner="runner")
+    free = new_action()
+
+    [inserted, _] = store.insert([child, free])
+
+    assert (inserted.record.owner, inserted.record.state) == ("runner", State.ACCEPTED)
+    assert [r.id for r in store.claim(now=1.0, limit=10, owner="other")] == [free.id]
+    assert store.renew([child.id], owner="runner", now=1.0, lease=timedelta(1)) == {
+        child.id
+    }
+    assert store.waiting() == 2
+    store.release([child.id])
+    [taken] = store.claim(now=1.0, limit=10, owner="other")
+    assert taken.id == child.id
+
+
+def test_an_owned_insert_with_a_lease_comes_free_when_the_lease_runs_out(
+    store: Store,
+) -> None:
+    child = dataclasses.replace(new_action(), owner="runner", lease_until=50.0)
+    store.insert([child])
+
+    assert store.next_due() == 50.0
+    assert store.claim(now=49.0, limit=1, owner="other") == []
+    [taken] = store.claim(now=50.0, limit=1, owner="other")
+    assert taken.owner == "other"
+
+
+def test_a_repeat_of_a_key_is_not_claimed_by_the_repeats_owner(store: Store) -> None:
+    [first] = store.insert([new_action(key="once")])
+    [again] = store.insert([dataclasses.replace(new_action(key="once"), owner="r")])
+
+    assert again.duplicate and again.record.id == first.record.id
+    assert again.record.owner is None
+    assert len(store.claim(now=1.0, limit=5, owner="other")) == 1
+
+
+def test_a_fenced_transition_is_written_only_while_its_owner_holds_the_claim(
+    store: Store,
+) -> None:
+    action = new_action()
+    store.insert([action])
+    store.claim(now=100.0, limit=1, owner="a", lease=timedelta(seconds=30))
+    store.record([Transition(action.id, State.RUNNING, attempt=1, owner="a")]).result()
+    # a pauses past its lease; b takes the action over and runs it.
+    [taken] = store.claim(now=130.0, limit=1, owner="b", lease=timedelta(seconds=30))
+    assert taken.id == action.id
+    before = store.last_sequence()
+
+    late = store.record(
+        [
+            Transition(action.id, State.PROGRESS, owner="a"),
+            Transition(action.id, State.SUCCEEDED, outcome=b"a's", owner="a"),
+        ]
+    )
+
+    with pytest.raises(errors.FailedPrecondition):
+        late.result(timeout=10)
+    record = store.get(action.id)
+    assert record is not None
+    assert (record.state, record.owner, record.outcome) == (State.RUNNING, "b", None)
+    assert store.last_sequence() == before
+    store.record(
+        [Transition(action.id, State.SUCCEEDED, outcome=b"b's", owner="b")]
+    ).result()
+    record = store.get(action.id)
+    assert record is not None
+    assert (record.state, record.outcome) == (State.SUCCEEDED, b"b's")
+    # Finished, nobody holds it: a late finish of either owner is refused.
+    with pytest.raises(errors.FailedPrecondition):
+        store.record([Transition(action.id, State.FAILED, owner="b")]).result()
+    assert [e.state for e in all_events(store)].count(State.SUCCEEDED) == 1
+
+
+def test_only_a_journal_that_other_processes_claim_from_says_it_is_shared(
+    store: Store, kind: str
+) -> None:
+    assert store.shared is (kind == "postgres")
 
 
 # -- transitions, retry, recover -------------------------------------------------
