@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -69,6 +70,13 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	}
 	dial := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// gRPC's own reconnect backoff starts at 1 s; stacked under the
+		// stream's, it would keep a stream down for seconds after a short
+		// outage. Reconnecting follows the stream's spacing instead.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           connectBackoff(c.opts.reconnect.resolved()),
+			MinConnectTimeout: 5 * time.Second,
+		}),
 		grpc.WithChainUnaryInterceptor(c.unaryInterceptor),
 		grpc.WithChainStreamInterceptor(c.streamInterceptor),
 	}, c.opts.dial...)
@@ -78,6 +86,10 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	}
 	c.conn, c.raw = conn, echov1.NewEchoServiceClient(conn)
 	return c, nil
+}
+
+func connectBackoff(b Backoff) backoff.Config {
+	return backoff.Config{BaseDelay: b.Initial, Multiplier: b.Multiplier, Jitter: b.Jitter, MaxDelay: b.Max}
 }
 
 // Close closes the connection; calls still running fail.
