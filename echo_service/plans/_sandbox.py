@@ -312,6 +312,7 @@ class Sandbox:
             last = not pending
             if last and final == "entry":
                 return _Entry(stack[-1], name)
+            step: int | str | None
             if last and final == "write":
                 step = _link_target(name, stack[-1])
                 if step is None:
@@ -337,6 +338,7 @@ class Sandbox:
                 if self._after_step is not None:
                     self._after_step(name)
                 continue
+            assert step is not None
             target = step
             # ``name`` is a symlink to ``target``: walk the target instead.
             links += 1

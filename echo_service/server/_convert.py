@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 
@@ -387,9 +388,15 @@ def _string_map(
 
 # -- outgoing -------------------------------------------------------------
 
-_STATES = {s: action_pb2.ActionState.Value(f"ACTION_STATE_{s.name}") for s in State}
-_KINDS = {
-    k: action_pb2.ErrorKind.Value(f"ERROR_KIND_{k.name}")
+# The generated stubs type enum values as the enum class; Value() gives int.
+_STATES: dict[State, action_pb2.ActionState] = {
+    s: cast(
+        action_pb2.ActionState, action_pb2.ActionState.Value(f"ACTION_STATE_{s.name}")
+    )
+    for s in State
+}
+_KINDS: dict[ErrorKind, action_pb2.ErrorKind] = {
+    k: cast(action_pb2.ErrorKind, action_pb2.ErrorKind.Value(f"ERROR_KIND_{k.name}"))
     for k in ErrorKind
     if f"ERROR_KIND_{k.name}" in action_pb2.ErrorKind.DESCRIPTOR.values_by_name
 }
@@ -402,8 +409,9 @@ _KINDS.update(
         if k.name in ("LOST", "INTERRUPTED")
     }
 )
-_VALUE_TYPES = {
-    t: action_pb2.ValueType.Value(f"VALUE_TYPE_{t.name}") for t in ValueType
+_VALUE_TYPES: dict[ValueType, action_pb2.ValueType] = {
+    t: cast(action_pb2.ValueType, action_pb2.ValueType.Value(f"VALUE_TYPE_{t.name}"))
+    for t in ValueType
 }
 
 

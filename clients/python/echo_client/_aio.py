@@ -333,7 +333,7 @@ class AsyncEventStream:
                     request.after_sequence = self.last_sequence
                 self._call = self._client._open_stream(request, self._deadline)
             try:
-                message = await self._call.read()
+                message: Any = await self._call.read()
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     return None
@@ -346,15 +346,16 @@ class AsyncEventStream:
             if message is grpc.aio.EOF:
                 await self._broken(None)
                 continue
+            assert isinstance(message, echo_service_pb2.StreamResponse)
             self._backoff.reset()
             kind = message.WhichOneof("kind")
             if kind == "heartbeat":
                 self.last_sequence = max(
                     self.last_sequence or 0, message.heartbeat.last_sequence
                 )
-                return message  # type: ignore[no-any-return]
+                return message
             if kind == "event":
-                return message  # type: ignore[no-any-return]
+                return message
             if kind == "end":
                 end = message.end
                 self.end = StreamEnd(end.reason, end.retryable, end.last_sequence)

@@ -414,7 +414,7 @@ class EventStream(Iterator[Event]):
                     request.after_sequence = self.last_sequence
                 self._call = self._client._open_stream(request, self._deadline)
             try:
-                message = next(self._call)
+                message: echo_service_pb2.StreamResponse = next(self._call)
             except StopIteration:
                 # Ended without a StreamEnd: the connection was cut.
                 self._broken(None)
