@@ -8,7 +8,8 @@ test. Reuse:
   actions wait until the test opens their gate, so "running work" is a
   state a test controls instead of a timing it hopes for.
 * ``make_server(**settings)``: start a server with ``Config`` overrides (and
-  optionally ``plan=`` or ``store=``); every server made is stopped at the end.
+  optionally ``plan=``, or ``journal=`` a store the test owns); every server
+  made is stopped at the end.
 * ``server``: one running server with the test plan and a memory journal.
 * ``client``: an ``echo_client.Client`` connected to ``server``.
 * ``wait_until(predicate)``: poll a condition with a timeout (never a bare
@@ -153,12 +154,11 @@ def test_plan(gates: Gates) -> Plan:
     return make_test_plan(gates)
 
 
-def server_config(data_dir: Path, **overrides: Any) -> Config:
+def server_config(**overrides: Any) -> Config:
     """Settings for a test server: port 0, memory journal, quick heartbeats."""
     base = Config(
         port=0,
         store="memory",
-        data_dir=data_dir,
         workers=2,
         rpc_threads=4,
         drain_grace=timedelta(seconds=5),
@@ -175,10 +175,12 @@ def make_server(
     started: list[EchoServer] = []
 
     def make(
-        *, plan: Plan | None = None, store: Any = None, **overrides: Any
+        *, plan: Plan | None = None, journal: Any = None, **overrides: Any
     ) -> EchoServer:
-        config = server_config(tmp_path / f"data{len(started)}", **overrides)
-        server = build_server(config, plan=plan or test_plan, store=store)
+        overrides.setdefault("data_dir", tmp_path / f"data{len(started)}")
+        server = build_server(
+            server_config(**overrides), plan=plan or test_plan, store=journal
+        )
         server.start()
         started.append(server)
         return server
