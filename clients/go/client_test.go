@@ -262,6 +262,38 @@ func TestAStreamEndsAtItsContextsDeadline(t *testing.T) {
 	}
 }
 
+func TestBreakingOutOfEventsEndsTheServersStream(t *testing.T) {
+	f, c := setup(t)
+	ctx := testContext(t)
+	held, err := c.Assign(ctx, "Hold", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for event, err := range c.Events(ctx, EventFilter{ActionIDs: []string{held.GetId()}, AfterSequence: Ptr[uint64](0)}) {
+		if err != nil || event.GetState() == echov1.ActionState_ACTION_STATE_RUNNING {
+			break
+		}
+	}
+	if !f.eventually(func() bool { return f.openStreams == 0 }) {
+		t.Fatal("the server's stream handler still runs after the consumer stopped")
+	}
+}
+
+func TestWaitKeepsItsInnerCallsWithinItsContext(t *testing.T) {
+	f, c := setup(t, WithCallTimeout(5*time.Second))
+	held, err := c.Assign(testContext(t), "Hold", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.set(func() { f.delay = 5 * time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	started := time.Now()
+	if _, err := c.Wait(ctx, held.GetId()); !errors.Is(err, ErrDeadlineExceeded) || time.Since(started) > 2*time.Second {
+		t.Fatalf("Wait = %v after %v; want DEADLINE_EXCEEDED at the context's deadline", err, time.Since(started))
+	}
+}
+
 func TestAStreamGivesUpAfterMaxAttemptsFailuresInARow(t *testing.T) {
 	c, err := Dial("127.0.0.1:1", WithReconnect(Backoff{Initial: time.Millisecond, MaxAttempts: 2}))
 	if err != nil {

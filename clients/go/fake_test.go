@@ -39,6 +39,7 @@ type fakeServer struct {
 	failNext       error
 	delay          time.Duration
 	endNext        *echov1.StreamEnd
+	openStreams    int // Stream handlers still running
 }
 
 type trackingListener struct {
@@ -88,6 +89,20 @@ func (f *fakeServer) dropConnections() {
 		f.conns.Delete(conn)
 		return true
 	})
+}
+
+// eventually polls cond under mu until it holds or a second passes.
+func (f *fakeServer) eventually(cond func() bool) bool {
+	deadline := time.Now().Add(time.Second)
+	for {
+		f.mu.Lock()
+		ok := cond()
+		f.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			return ok
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (f *fakeServer) set(fn func()) {
@@ -302,7 +317,9 @@ func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, next
 func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreamingServer[echov1.StreamResponse]) error {
 	md, _ := metadata.FromIncomingContext(stream.Context())
 	var end *echov1.StreamEnd
+	defer f.set(func() { f.openStreams-- })
 	f.set(func() {
+		f.openStreams++
 		f.headers = append(f.headers, md)
 		f.streamRequests = append(f.streamRequests, req)
 		end, f.endNext = f.endNext, nil

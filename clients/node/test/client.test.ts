@@ -19,7 +19,7 @@ import { FakeEcho } from "./fake-server.js";
 
 const TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 
-describe("EchoClient against a fake server", () => {
+describe("EchoClient against a fake server", { timeout: 60_000 }, () => {
   let server: FakeEcho;
   let client: EchoClient;
   let target: string;
@@ -181,6 +181,27 @@ describe("EchoClient against a fake server", () => {
     await assert.rejects(iterate(), DeadlineExceededError);
   });
 
+  it("ends the server's stream as soon as the consumer stops reading", async () => {
+    const action = await client.assign("Hold", []);
+    for await (const event of client.events({ actionIds: [action.id], afterSequence: 0n })) {
+      if (event.state === ActionState.RUNNING) break;
+    }
+    // The handler ends within a heartbeat of the cancel; until() waits for it.
+    await server.until(() => server.openStreams === 0);
+    assert.equal(server.openStreams, 0);
+    await client.cancel(action.id);
+  });
+
+  it("keeps wait's inner calls within its own deadline", async () => {
+    const action = await client.assign("Hold", []);
+    server.delayMs = 5000;
+    const started = Date.now();
+    await assert.rejects(client.wait(action.id, { timeoutMs: 300 }), DeadlineExceededError);
+    assert.ok(Date.now() - started < 2000, "no inner call took the client's 5 s default");
+    server.delayMs = 0;
+    await client.cancel(action.id);
+  });
+
   it("gives up reconnecting after maxAttempts failures in a row", async () => {
     const lonely = new EchoClient("127.0.0.1:1", { reconnect: { initialMs: 1, maxMs: 2, maxAttempts: 2 } });
     try {
@@ -221,7 +242,7 @@ describe("EchoClient against a fake server", () => {
   });
 });
 
-it("a session on a dead server fails its requests with UnavailableError", async () => {
+it("a session on a dead server fails its requests with UnavailableError", { timeout: 10_000 }, async () => {
   const lonely = new EchoClient("127.0.0.1:1");
   try {
     const session = lonely.connect();

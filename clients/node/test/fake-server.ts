@@ -54,6 +54,8 @@ export class FakeEcho {
   /** Sent by the next Stream call as its first message (then cleared). */
   endNextStream: { reason: string; retryable: boolean } | undefined;
   heartbeatMs = 50;
+  /** Stream and Connect calls whose handler is still running. */
+  openStreams = 0;
   private readonly sockets = new Set<Socket>();
   private readonly changed = new Set<() => void>();
   private readonly server: http2.Http2Server;
@@ -82,9 +84,9 @@ export class FakeEcho {
     for (const socket of this.sockets) socket.destroy();
   }
 
-  /** Resolves once `predicate` holds over the journal. */
-  async until(predicate: (events: readonly ActionEvent[]) => boolean): Promise<void> {
-    while (!predicate(this.events)) await this.nextChange();
+  /** Resolves once `predicate` holds; checked after every change. */
+  async until(predicate: () => boolean): Promise<void> {
+    while (!predicate()) await this.nextChange();
   }
 
   private nextChange(): Promise<void> {
@@ -208,6 +210,16 @@ export class FakeEcho {
   }
 
   private async *stream(request: StreamRequest, context: HandlerContext): AsyncGenerator<StreamOut> {
+    this.openStreams += 1;
+    try {
+      yield* this.streamMessages(request, context);
+    } finally {
+      this.openStreams -= 1;
+      for (const wake of [...this.changed]) wake();
+    }
+  }
+
+  private async *streamMessages(request: StreamRequest, context: HandlerContext): AsyncGenerator<StreamOut> {
     this.headers.push(context.requestHeader);
     this.streamRequests.push(request);
     const end = this.endNextStream;

@@ -9,7 +9,7 @@ import { FakeEcho } from "./fake-server.js";
 const run = promisify(execFile);
 const here = fileURLToPath(new URL(".", import.meta.url));
 
-it("the README's example runs and prints what its comments say", async () => {
+it("the README's example runs and prints what its comments say", { timeout: 60_000 }, async () => {
   const readme = await readFile(new URL("../README.md", import.meta.url), "utf8");
   const example = /```ts\n([\s\S]*?)```/.exec(readme)?.[1];
   assert.ok(example, "the README has a ts example");
