@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import ModuleType
+from typing import Any
 
 import grpc
 
@@ -83,47 +84,81 @@ class _Plan:
 
 
 class _Completions:
-    """Watches one event stream and notes when each action finished.
+    """Watches the event stream and notes when each action finished.
 
-    The reader thread alone writes ``_done``; waiters read it under
-    ``_cond``. ``close`` cancels the stream and joins the reader.
+    When the server ends the stream because this listener fell behind its
+    buffer (a retryable ``StreamEnd``), the watcher resumes after the last
+    sequence it saw, as any Echo client must; ``resumes`` counts that.
+
+    The reader thread alone writes ``_done``, ``_call`` and ``resumes``;
+    waiters read them under ``_cond``. ``close`` cancels the current call
+    and joins the reader.
     """
 
     def __init__(self, stub: rpc.EchoServiceStub) -> None:
+        self._stub = stub
         self._cond = threading.Condition()
         self._done: dict[str, float] = {}
         self._failed: list[str] = []
-        self._error: grpc.RpcError | None = None
+        self._error: BaseException | None = None
         self._closing = False
+        self.resumes = 0
         # Replaying from 0 on a fresh server: nothing is missed however soon
         # the first assign comes after the stream is opened.
-        self._call = stub.Stream(
-            echo_service_pb2.StreamRequest(action_names=["Noop"], after_sequence=0)
-        )
+        self._last = 0
+        self._call = self._open()
         self._thread = threading.Thread(
             target=self._read, name="bench-e2e-events", daemon=True
         )
         self._thread.start()
 
+    def _open(self) -> Any:
+        request = echo_service_pb2.StreamRequest(
+            action_names=["Noop"], after_sequence=self._last
+        )
+        return self._stub.Stream(request)
+
     def _read(self) -> None:
         try:
-            for message in self._call:
-                if message.WhichOneof("kind") != "event":
-                    continue
-                event = message.event
-                if event.state not in _FINAL:
-                    continue
-                now = time.perf_counter()
+            while True:
+                ended = self._read_call()
                 with self._cond:
-                    self._done[event.action_id] = now
-                    if event.state != action_pb2.ACTION_STATE_SUCCEEDED:
-                        self._failed.append(event.action_id)
-                    self._cond.notify_all()
+                    if self._closing:
+                        return
+                    if ended is None or not ended.retryable:
+                        why = "closed" if ended is None else ended.reason
+                        raise RuntimeError(f"event stream ended: {why}")
+                    self.resumes += 1
+                    self._call = self._open()
         except grpc.RpcError as exc:
             with self._cond:
                 if not self._closing:
                     self._error = exc
                 self._cond.notify_all()
+        except RuntimeError as exc:
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+
+    def _read_call(self) -> Any:
+        """Reads one call to its end; returns its StreamEnd, if it sent one."""
+        for message in self._call:
+            kind = message.WhichOneof("kind")
+            if kind == "end":
+                return message.end
+            if kind != "event":
+                continue
+            event = message.event
+            self._last = max(self._last, event.sequence)
+            if event.state not in _FINAL:
+                continue
+            now = time.perf_counter()
+            with self._cond:
+                self._done[event.action_id] = now
+                if event.state != action_pb2.ACTION_STATE_SUCCEEDED:
+                    self._failed.append(event.action_id)
+                self._cond.notify_all()
+        return None
 
     def wait(self, ids: Sequence[str], timeout: float) -> float:
         """Wait until every id finished; returns when the last one did."""
@@ -144,8 +179,12 @@ class _Completions:
     def close(self) -> None:
         with self._cond:
             self._closing = True
-        self._call.cancel()
+            call = self._call
+        call.cancel()
         self._thread.join(10)
+        if self._thread.is_alive():  # it opened a new call just before
+            self._call.cancel()
+            self._thread.join(10)
 
 
 def _echo(plan: _Plan) -> _Result:
@@ -185,6 +224,12 @@ def _echo(plan: _Plan) -> _Result:
                 rtts.append((watch.wait([action_id], 30) - sent) * 1000)
         finally:
             watch.close()
+            if watch.resumes:
+                print(
+                    f"e2e: Echo's listener fell behind {watch.resumes} time(s)"
+                    " and resumed from its last sequence",
+                    file=sys.stderr,
+                )
     return _Result(throughput, rtts, batch)
 
 
