@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._harness import Record
+from ._harness import Record, tool
 from ._targets import verdict
 
 __all__ = ["machine", "plot", "table"]
@@ -111,6 +113,20 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _tool_version(name: str, *args: str) -> str:
+    command = tool(name)
+    if command is None:
+        return "not installed"
+    try:
+        done = subprocess.run(
+            [command, *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
 def machine() -> dict[str, object]:
     """Where and with what the run happened."""
     return {
@@ -130,6 +146,9 @@ def machine() -> dict[str, object]:
                 "redis",
             )
         },
+        "sqlite": sqlite3.sqlite_version,
+        "redis-server": _tool_version("redis-server", "--version"),
+        "ghz": _tool_version("ghz", "--version"),
     }
 
 
