@@ -21,11 +21,12 @@ it("the README's example runs and prints what its comments say", { timeout: 60_0
     server = new FakeEcho();
     target = await server.start();
   }
-  // Inside the package, so that its own name resolves to src/index.ts.
+  // Inside the package, so that its own name resolves (to src/index.ts under
+  // the "source" condition).
   const script = `${here}readme-example.tmp.ts`;
   await writeFile(script, example);
   try {
-    const { stdout } = await run(process.execPath, ["--import", "tsx", script], {
+    const { stdout } = await run(process.execPath, ["--conditions=source", "--import", "tsx", script], {
       env: { ...process.env, ECHO_TARGET: target },
       timeout: 30_000,
     });
