@@ -144,19 +144,24 @@ export class Session {
     else this.queue.fail(error);
   }
 
-  private send(kind: ConnectRequest["kind"], requestId?: string): string {
+  private send(kind: ConnectRequest["kind"], id: string = this.nextId()): void {
     if (this.failure !== undefined) throw this.failure;
     if (this.requests.isClosed) throw echoError(Code.FailedPrecondition, "the session is closed");
-    const id = requestId ?? `r${++this.counter}`;
     this.requests.push(create(ConnectRequestSchema, { requestId: id, kind }));
-    return id;
+  }
+
+  private nextId(): string {
+    this.counter += 1;
+    return `r${this.counter}`;
   }
 
   private request(kind: ConnectRequest["kind"], requestId?: string): Promise<[string, Reply]> {
     return new Promise((resolve, reject) => {
+      const id = requestId ?? this.nextId();
       try {
-        const id = this.send(kind, requestId);
         if (this.pending.has(id)) throw echoError(Code.InvalidArgument, `request id ${id} is already waiting`);
+        this.send(kind, id);
+        // Set in the same turn as the push: no reply can arrive in between.
         this.pending.set(id, { resolve: (reply) => resolve([id, reply]), reject });
       } catch (error) {
         reject(error);
