@@ -56,6 +56,7 @@ class CancelCause(enum.StrEnum):
     DEADLINE = "deadline"
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
+    LOST = "lost"  # the claim went to another runner (a lease ran out)
 
 
 class CancellationToken:

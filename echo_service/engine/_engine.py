@@ -9,19 +9,35 @@ Life of an action::
 
 Memory stays bounded: waiting actions live in the journal; the feeder claims
 at most ``_capacity`` (a few batches) into memory and sleeps until the next
-due time, a wake-up (assign, cancel, retry, room) or a stop. Every state
-change goes through the store and comes back, committed and numbered, through
-the store's listener, which fans it out to subscriptions.
+due time, a wake-up (assign, cancel, retry, room, or in a shared journal any
+replica's new work) or a stop. Every state change goes through the store and
+comes back, committed and numbered, through the store's listener, which fans
+it out to subscriptions.
+
+Claims. Every run holds a claim in the journal under this engine's owner
+name: the feeder's claims, and children that a handler assigns, which are
+inserted already claimed and run on the handler's worker. Every transition
+of a run names that owner, so the store refuses it once the claim is gone
+(fencing). In a shared journal claims carry a lease that the ``echo-leases``
+chore renews; a run whose claim was lost is told to stop through its token.
+
+Retention. The ``echo-retention`` chore removes actions finished longer than
+``retention`` ago, with their events, and idempotency keys older than
+``key_retention``.
 
 Locks, outermost first:
 
-* ``_lock`` guards ``_inflight`` (claimed runs), ``_local_ids``, ``_running``
-  and ``_state``. The feeder holds it across ``store.claim``; a worker holds
-  it while it marks a run started and while it drops a run *and submits* its
-  last transition; ``cancel`` holds it while it decides. So a cancel sees an
+* ``_lock`` guards ``_inflight`` (claimed runs), ``_claiming``,
+  ``_withdrawn``, ``_running`` and ``_phase``. A worker holds it while it
+  marks a run started and while it drops a run *and submits* its last
+  transition; ``cancel`` holds it while it decides. So a cancel sees an
   action either in flight (and uses its token) or with its last write already
-  queued (and a flush shows the truth), and a claim never races a cancel.
-  The store's writer thread never takes it.
+  queued (and a flush shows the truth). The feeder does *not* hold it across
+  ``store.claim`` (a commit wait): it sets ``_claiming`` before the claim,
+  and a cancel that finishes a waiting action meanwhile notes its id in
+  ``_withdrawn``; the feeder drops those from what it claimed, and gives
+  everything back if a drain began meanwhile. The store's threads never take
+  ``_lock``.
 * ``_feeder_cond`` guards the feeder's wake flag; ``_subs_lock`` the
   subscription list; ``_waiting_lock`` the waiting count.
 """
@@ -67,6 +83,7 @@ from echo_service.engine._model import (
     EngineStats,
     RetryPolicy,
 )
+from echo_service.engine._periodic import Periodic
 from echo_service.engine._plan import Plan
 from echo_service.engine._processor import ActionProcessor, Run, hook_names
 from echo_service.engine._retry import policy_problems
@@ -91,6 +108,8 @@ _RETRY_HINT = timedelta(seconds=1)
 _SETTLE = timedelta(seconds=5)
 """How long drain waits, after cancelling through tokens, for attempts to
 come back before it counts them abandoned."""
+_CLAIMABLE = frozenset({State.ACCEPTED, State.SCHEDULED, State.RETRYING})
+"""Events after which the journal may hold newly claimable work."""
 
 
 class _Phase(Enum):
@@ -116,6 +135,10 @@ class Engine:
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
         batch: int | None = None,
+        retention: timedelta = timedelta(days=7),
+        key_retention: timedelta = timedelta(hours=24),
+        purge_interval: timedelta = timedelta(minutes=10),
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
         """
         Args:
@@ -127,9 +150,33 @@ class Engine:
             default_retry: the policy of actions that set none.
             batch: actions claimed per store round trip (default 8 per
                 worker, at least 16); at most two batches are held in memory.
+            retention: how long a finished action and its events stay in the
+                journal; a stream resuming from before that misses them.
+            key_retention: how long an idempotency key is kept. The store
+                recognises a key for its own ``key_retention``; give both the
+                same value. A key goes with its action too, so it lasts at
+                most ``retention`` past the action's end.
+            purge_interval: how often the retention purge runs (and once at
+                start).
+            lease: in a shared journal, how long a claim holds unless
+                renewed; the engine renews its claims every third of it, so a
+                replica that stops renewing (died, or paused longer than
+                this) gives its work to the others after at most ``lease``.
+                Unused with a single-node journal, whose claims never expire.
+
+        Raises:
+            ValueError: a retry policy, duration or interval that cannot work.
         """
         if problems := policy_problems(default_retry):
             raise ValueError(f"bad default retry policy: {problems}")
+        for option, value in (
+            ("retention", retention),
+            ("key_retention", key_retention),
+            ("purge_interval", purge_interval),
+            ("lease", lease),
+        ):
+            if value <= timedelta(0):
+                raise ValueError(f"{option} must be positive, not {value}")
         self._plan = plan
         self._store = store
         self._workers = workers
@@ -143,10 +190,17 @@ class Engine:
         self._capacity = 2 * self._batch
         self._low_water = self._batch
 
+        self._shared = bool(store.shared)
+        self._lease = lease
+        self._claim_lease = lease if self._shared else None
+        self._retention = retention
+        self._key_retention = key_retention
+
         self._lock = threading.Lock()
         self._flight_cond = threading.Condition(self._lock)
         self._inflight: dict[str, Run] = {}
-        self._local_ids: set[str] = set()
+        self._claiming = False  # the feeder is inside store.claim
+        self._withdrawn: set[str] = set()  # cancelled while it was
         self._running = 0
         self._phase = _Phase.NEW
 
@@ -163,6 +217,20 @@ class Engine:
 
         self._executor: WorkStealingExecutor | None = None
         self._timers = Timers(self._clock)
+        self._purger = Periodic(
+            self._clock, self._purge, interval=purge_interval, name="echo-retention"
+        )
+        self._renewer = (
+            Periodic(
+                self._clock,
+                self._renew,
+                interval=lease / 3,
+                first=lease / 3,
+                name="echo-leases",
+            )
+            if self._shared
+            else None
+        )
         self._metrics = EngineMetrics(
             meter_provider,
             waiting=lambda: self._waiting,
@@ -199,6 +267,9 @@ class Engine:
             target=self._feed, name="echo-feeder", daemon=True
         )
         self._feeder.start()
+        self._purger.start()
+        if self._renewer is not None:
+            self._renewer.start()
         logger.debug(
             "engine %s started: %d workers, %d waiting, %d recovered",
             self._owner,
@@ -257,8 +328,13 @@ class Engine:
             self._feeder_cond.notify_all()
         if self._feeder is not None:
             self._feeder.join()
+        self._purger.stop()
         if self._executor is not None and not self._executor.shutdown(timeout=_SETTLE):
             logger.warning("some handlers ignored their cancellation and still run")
+        # Renewals go on while handlers may still run: a claim given up
+        # early would let another replica start the same action.
+        if self._renewer is not None:
+            self._renewer.stop()
         self._timers.close()
         self._processor.close()
         try:
@@ -344,16 +420,22 @@ class Engine:
             and self._executor.current_worker() is not None
             and len(self._inflight) < 2 * self._capacity
         )
-        local_ids = [n.id for n in news if n.due_at <= now] if run_here else []
-        if local_ids:
-            with self._lock:
-                self._local_ids.update(local_ids)
-        try:
-            inserted = self._store.insert(news)
-        finally:
-            if local_ids:
-                with self._lock:
-                    self._local_ids.difference_update(local_ids)
+        local_ids: set[str] = set()
+        if run_here:
+            # Due now: inserted already claimed by us, to run on this worker;
+            # no feeder, here or on another replica, can claim them too.
+            lease_until = (
+                None
+                if self._claim_lease is None
+                else now + self._claim_lease.total_seconds()
+            )
+            for i, new in enumerate(news):
+                if new.due_at <= now:
+                    news[i] = dataclasses.replace(
+                        new, owner=self._owner, lease_until=lease_until
+                    )
+                    local_ids.add(new.id)
+        inserted = self._store.insert(news)
         fresh = [i.record for i in inserted if not i.duplicate]
         with self._waiting_lock:
             self._waiting += len(fresh)
@@ -372,22 +454,27 @@ class Engine:
                     for r in later
                 ]
             )
-        if local_ids:
-            self._run_locally([r for r in fresh if r.id in set(local_ids)])
-        elif fresh:
+        mine = [r for r in fresh if r.id in local_ids]
+        if mine:
+            self._run_locally(mine)
+        if len(mine) < len(fresh):
             self._wake_feeder()
         return [Assigned(self._view(i.record), i.duplicate) for i in inserted]
 
-    def _run_locally(self, records: Iterable[ActionRecord]) -> None:
-        """Children due now go to this worker's deque, claimed by us in memory."""
+    def _run_locally(self, records: Sequence[ActionRecord]) -> None:
+        """Children due now, inserted claimed by us, go to this worker's deque."""
         runs = []
         with self._lock:
-            if self._phase is not _Phase.RUNNING:
-                return
-            for record in records:
-                run = Run(record)
-                self._inflight[record.id] = run
-                runs.append(run)
+            running = self._phase is _Phase.RUNNING
+            if running:
+                for record in records:
+                    run = Run(record)
+                    self._inflight[record.id] = run
+                    runs.append(run)
+        if not running:
+            # A drain began: leave them to whoever claims next.
+            self._store.release([r.id for r in records])
+            return
         assert self._executor is not None
         for run in runs:
             self._executor.submit(
@@ -533,6 +620,11 @@ class Engine:
             self._store.record(
                 [self._processor.cancel_waiting(record, reason)]
             ).result()
+            if self._claiming:
+                # The feeder's claim may have taken it before the cancel
+                # committed; the cancel dropped that claim, and the feeder
+                # must not run it.
+                self._withdrawn.add(action_id)
         return self.get(action_id)
 
     def subscribe(
@@ -572,11 +664,15 @@ class Engine:
         return [_event(r) for r in records]
 
     def _on_events(self, records: Sequence[EventRecord]) -> None:
-        """Store listener, on the writer thread: count and fan out."""
+        """Store listener, on a store thread: count, wake, and fan out."""
         finished = sum(1 for r in records if r.state.finished)
         if finished:
             with self._waiting_lock:
                 self._waiting -= finished
+        if self._shared and any(r.state in _CLAIMABLE for r in records):
+            # Another replica's assign or retry: this feeder hears of it only
+            # here. (Single-node: every such write was ours and woke it.)
+            self._wake_feeder()
         subs = self._subs
         if not subs:
             return
@@ -595,9 +691,11 @@ class Engine:
             return True
 
     def record(self, transitions: Sequence[Transition]) -> None:
-        self._record(transitions)
+        """Transitions of claimed runs (RUNNING, PROGRESS): fenced."""
+        self._record([dataclasses.replace(t, owner=self._owner) for t in transitions])
 
     def finish(self, run: Run, transition: Transition) -> None:
+        transition = dataclasses.replace(transition, owner=self._owner)
         with self._lock:
             if self._inflight.get(run.id) is run:
                 del self._inflight[run.id]
@@ -621,6 +719,64 @@ class Engine:
 
     def _record(self, transitions: Sequence[Transition]) -> None:
         self._store.record(transitions).add_done_callback(_log_failed_write)
+
+    # -- chores: retention and leases -------------------------------------
+
+    def _purge(self) -> None:
+        """Drop finished actions past ``retention`` and keys past theirs."""
+        now = self._clock.now()
+        finished_before = now - self._retention.total_seconds()
+        keys_before = now - self._key_retention.total_seconds()
+        try:
+            removed = self._store.purge(
+                finished_before=finished_before, keys_before=keys_before
+            )
+        except errors.EchoError as exc:
+            logger.warning("the retention purge failed; next time: %s", exc)
+            return
+        logger.debug(
+            "purged %d actions finished before %s and keys made before %s",
+            removed,
+            _time(finished_before).isoformat(),
+            _time(keys_before).isoformat(),
+        )
+
+    def _renew(self) -> None:
+        """Extend the leases of every claimed run; stop those whose claim
+        another replica holds now (or that were finished by someone else)."""
+        with self._lock:
+            runs = dict(self._inflight)
+        if not runs:
+            return
+        try:
+            held = self._store.renew(
+                runs, owner=self._owner, now=self._clock.now(), lease=self._lease
+            )
+        except errors.EchoError as exc:
+            # Try again next time; fencing covers what expires meanwhile.
+            logger.warning("could not renew %d leases: %s", len(runs), exc)
+            return
+        lost = [run for action_id, run in runs.items() if action_id not in held]
+        if lost:
+            self._lose(lost)
+
+    def _lose(self, runs: Sequence[Run]) -> None:
+        reason = "the claim on the action was lost to another runner"
+        with self._lock:
+            for run in runs:
+                if self._inflight.get(run.id) is not run:
+                    continue  # it finished (and let go of its claim) meanwhile
+                logger.warning(
+                    "lost the claim on %s (%s); stopping its attempt",
+                    run.id,
+                    run.record.name,
+                    extra={"action_id": run.id},
+                )
+                if not run.started:
+                    del self._inflight[run.id]  # its task will not begin
+                run.token.cancel(CancelCause.LOST, reason)
+            if not self._inflight:
+                self._flight_cond.notify_all()
 
     # -- the feeder -----------------------------------------------------
 
@@ -671,14 +827,33 @@ class Engine:
         with self._lock:
             if self._phase is not _Phase.RUNNING:
                 return 0, limit
-            records = self._store.claim(now=now, limit=limit, owner=self._owner)
-            runs = []
-            for record in records:
-                if record.id in self._inflight or record.id in self._local_ids:
-                    continue  # a child already running on the worker that made it
-                run = Run(record)
-                self._inflight[record.id] = run
-                runs.append(run)
+            self._claiming = True
+        # Outside _lock: workers begin and finish runs while the claim waits
+        # for its commit. See the module docstring for what keeps it safe.
+        records: list[ActionRecord] = []
+        try:
+            records = self._store.claim(
+                now=now, limit=limit, owner=self._owner, lease=self._claim_lease
+            )
+        finally:
+            runs: list[Run] = []
+            give_back: list[str] = []
+            with self._lock:
+                self._claiming = False
+                withdrawn, self._withdrawn = self._withdrawn, set()
+                for record in records:
+                    if record.id in withdrawn or record.id in self._inflight:
+                        # Cancelled while we claimed (the cancel dropped the
+                        # claim), or our own expired claim taken again by us.
+                        continue
+                    if self._phase is not _Phase.RUNNING:
+                        give_back.append(record.id)
+                        continue
+                    run = Run(record)
+                    self._inflight[record.id] = run
+                    runs.append(run)
+            if give_back:
+                self._store.release(give_back)
         if runs:
             self._record(
                 [
@@ -688,6 +863,7 @@ class Engine:
                         event_payload=encode_event(
                             trace_id=decode_action(r.record.payload).trace_id
                         ),
+                        owner=self._owner,
                     )
                     for r in runs
                 ]
@@ -745,5 +921,9 @@ def _event(record: EventRecord) -> ActionEvent:
 
 def _log_failed_write(future: Future[Any]) -> None:
     exc = future.exception()
-    if exc is not None:
+    if isinstance(exc, errors.FailedPrecondition):
+        # Fenced: the claim moved on (lease lost, or cancelled elsewhere);
+        # the journal keeps the new holder's account.
+        logger.warning("a write of a run that lost its claim was refused: %s", exc)
+    elif exc is not None:
         logger.error("a journal write failed: %s", exc, exc_info=exc)

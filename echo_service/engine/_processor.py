@@ -271,6 +271,14 @@ class ActionProcessor:
         if token.cause is CancelCause.SHUTDOWN:
             self._give_back(run, attempt, trace_id, failure, action_span)
             return
+        if token.cause is CancelCause.LOST:
+            # Another runner holds the action now and tells its story; this
+            # attempt's give-back is fenced off by the store and only drops
+            # the run from flight here.
+            action_span.add_event("echo.claim_lost", {"echo.attempt": attempt})
+            self._close_span(record.id, action_span, failure)
+            self._give_back(run, attempt, trace_id, failure, None)
+            return
         self._retry_or_fail(
             run,
             stored=stored,
@@ -421,6 +429,8 @@ class ActionProcessor:
             )
         elif cause is CancelCause.CANCEL:
             error = ActionErrorInfo("Cancelled", token.reason, ErrorKind.CANCELLED)
+        elif cause is CancelCause.LOST:
+            error = ActionErrorInfo("ClaimLost", token.reason, ErrorKind.LOST)
         else:
             error = ActionErrorInfo(
                 "Interrupted", "the attempt was cut short by a stop", ErrorKind.LOST
@@ -506,10 +516,16 @@ class ActionProcessor:
         )
 
     def _give_back(
-        self, run: Run, attempt: int, trace_id: str, failure: _Failure, span: Span
+        self,
+        run: Run,
+        attempt: int,
+        trace_id: str,
+        failure: _Failure,
+        span: Span | None,
     ) -> None:
         """A stop cut the attempt short: back to the journal, due now."""
-        span.add_event("echo.interrupted", {"echo.attempt": attempt})
+        if span is not None:
+            span.add_event("echo.interrupted", {"echo.attempt": attempt})
         self._journal.finish(
             run,
             Transition(
