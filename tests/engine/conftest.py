@@ -18,6 +18,7 @@ from echo_service.engine import (
     Subscription,
 )
 from echo_service.store import MemoryStore, SqliteStore, Store
+from tests.store.conftest import postgres_url  # noqa: F401 - their server, reused
 
 WAIT = 10.0
 
