@@ -234,6 +234,7 @@ class EchoServer:
             loop.run_forever()
         finally:
             try:
+                _finish_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
@@ -334,6 +335,9 @@ class EchoServer:
             await self._drain(grace)
         finally:
             await self._server.stop(self.config.stop_timeout.total_seconds())
+            # gRPC has cancelled the calls still open; let their handlers
+            # run their cleanup (closing feeds, joining reader threads).
+            await runtime.end_streams(self.config.stop_timeout)
             await runtime.blocking(self._close_quietly)
             self._terminated.set()
             logger.info("echo-service stopped")
@@ -349,6 +353,16 @@ class EchoServer:
             except Exception:
                 logger.exception("the journal did not close cleanly")
         self._terminated.set()
+
+
+def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs on the loop and let it unwind, as asyncio.run
+    does, so no task is destroyed while pending."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _bracketed(host: str) -> str:

@@ -64,6 +64,23 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_DURATION_SECONDS = 315_576_000_000  # the Duration message's own bound
 _NANOS = 1_000_000_000
 _MAX_NEXT_ACTION_DEPTH = 16
+_OUTPUT_ONLY = {
+    "id": "output only: the server assigns the id",
+    **{
+        name: "output only"
+        for name in (
+            "state",
+            "attempt",
+            "parent_id",
+            "result",
+            "error",
+            "create_time",
+            "update_time",
+        )
+    },
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DEFAULT_OPTIONS = ActionOptions()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,14 +159,11 @@ def _spec(
         signature = signatures.get(action.name)
         if signature is None:
             problems.add(f"{path}.name", f"no action named {action.name!r} in the plan")
-    if action.id:
-        problems.add(f"{path}.id", "output only: the server assigns the id")
-    for field in ("state", "attempt", "parent_id"):
-        if getattr(action, field):
-            problems.add(f"{path}.{field}", "output only")
-    for field in ("result", "error", "create_time", "update_time"):
-        if action.HasField(field):
-            problems.add(f"{path}.{field}", "output only")
+    # One C call lists every field set; the output-only ones must not be.
+    for descriptor, _ in action.ListFields():
+        if descriptor.name in _OUTPUT_ONLY:
+            why = _OUTPUT_ONLY[descriptor.name]
+            problems.add(f"{path}.{descriptor.name}", why)
 
     args = [_arg(v, f"{path}.args[{i}]", problems) for i, v in enumerate(action.args)]
     if signature is not None and len(problems.items) == before:
@@ -416,9 +430,10 @@ _VALUE_TYPES: dict[ValueType, action_pb2.ValueType] = {
 
 
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return out
+    """A Timestamp of ``moment``; a naive datetime is taken as UTC."""
+    span = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH
+    seconds = span.days * 86_400 + span.seconds
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=span.microseconds * 1000)
 
 
 def duration(span: timedelta) -> duration_pb2.Duration:
@@ -551,7 +566,11 @@ def action_to_proto(
         id=view.id,
         name=view.name,
         args=_args_to_proto(view.name, view.args, signatures),
-        options=_options_to_proto(view.options, signatures),
+        options=(
+            None
+            if view.options == _DEFAULT_OPTIONS
+            else _options_to_proto(view.options, signatures)
+        ),
         metadata=dict(view.metadata),
         trace_context=dict(view.trace_context),
         state=_STATES[view.state],

@@ -1,0 +1,101 @@
+"""The built-in file plan served for real: its signatures, its five actions,
+and refusals that fail at once instead of being retried."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from echo_client import Client, State
+
+from echo_service.plans import file_plan
+from echo_service.server import EchoServer
+from tests.conftest import WAIT
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT_TD = timedelta(seconds=WAIT)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "root"
+    (folder / "docs").mkdir(parents=True)
+    (folder / "docs" / "a.txt").write_text("alpha")
+    (tmp_path / "secret.txt").write_text("outside")
+    (folder / "escape").symlink_to(tmp_path / "secret.txt")
+    return folder
+
+
+@pytest.fixture
+def files(
+    make_server: Callable[..., EchoServer], root: Path, tmp_path: Path
+) -> Iterator[Client]:
+    plan = file_plan(root, reserved=[root / "data"], max_read_bytes=64)
+    server = make_server(plan=plan)
+    with Client(server.address, timeout=WAIT_TD) as client:
+        yield client
+
+
+def _run(client: Client, name: str, *args: object) -> object:
+    done = client.wait(client.assign(name, *args).action.id, timeout=WAIT_TD)
+    assert done.state is State.SUCCEEDED, done.error
+    return done.result
+
+
+def test_the_plan_declares_its_five_actions(files: Client) -> None:
+    signatures = {s.name: s for s in files.list_signatures()}
+    assert sorted(signatures) == ["Hash", "List", "Read", "Stat", "Write"]
+    assert signatures["Write"].output == "int"
+    assert signatures["Stat"].output == "json"
+    assert [p.type for p in signatures["Write"].inputs] == ["string", "string"]
+
+
+def test_write_read_stat_list_and_hash(files: Client, root: Path) -> None:
+    assert _run(files, "Write", "new/b.txt", "héllo") == len("héllo".encode())
+    assert (root / "new" / "b.txt").read_text() == "héllo"
+    assert _run(files, "Read", "new/b.txt") == "héllo"
+    stat = _run(files, "Stat", "new/b.txt")
+    assert isinstance(stat, dict)
+    assert stat["type"] == "file"
+    assert stat["size"] == 6
+    listing = _run(files, "List", "docs")
+    assert isinstance(listing, dict)
+    assert [e["name"] for e in listing["entries"]] == ["a.txt"]
+    assert _run(files, "Hash", "docs/a.txt") == hashlib.sha256(b"alpha").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "error_type"),
+    [
+        ("Read", ("../secret.txt",), "PathEscapeError"),
+        ("Read", ("escape",), "PathEscapeError"),
+        ("Write", ("escape", "x"), "PathEscapeError"),
+        ("Read", ("/etc/hostname",), "PathEscapeError"),
+        ("Read", ("missing.txt",), "FileNotFoundError"),
+        ("Write", ("data/echo.db", "x"), "ReservedPathError"),
+    ],
+)
+def test_refusals_fail_at_the_first_attempt_with_a_clear_error(
+    files: Client, root: Path, name: str, args: tuple[object, ...], error_type: str
+) -> None:
+    (root / "data").mkdir(exist_ok=True)
+    done = files.wait(files.assign(name, *args).action.id, timeout=WAIT_TD)
+    assert done.state is State.FAILED
+    assert done.error is not None
+    assert done.error.type == error_type
+    assert done.error.non_retryable
+    assert done.attempt == 1
+    assert (root.parent / "secret.txt").read_text() == "outside"
+
+
+def test_an_oversize_read_fails_clearly(files: Client, root: Path) -> None:
+    (root / "big.txt").write_text("x" * 65)
+    done = files.wait(files.assign("Read", "big.txt").action.id, timeout=WAIT_TD)
+    assert done.state is State.FAILED
+    assert done.error is not None
+    assert done.error.type == "FileTooLargeError"
+    assert "read limit of 64 bytes" in done.error.message
