@@ -157,10 +157,10 @@ async def _raw_run(address: str, listeners: int, count: int, limit: float) -> fl
 
 
 def run(quick: bool) -> list[Record]:
-    limit = timedelta(seconds=20 if quick else 90).total_seconds()
+    limit = timedelta(seconds=20 if quick else 120).total_seconds()
     records: list[Record] = []
     for listeners in LISTENERS:
-        actions = max(20, (400 if quick else 50_000) // listeners)
+        actions = max(20, (400 if quick else 10_000) // listeners)
         with echo_server(store="sqlite") as server:
             echoed = asyncio.run(_echo_run(server.address, listeners, actions, limit))
         with raw_server(style=SERVER_STYLE, stream_response=echoed.sample) as raw:
