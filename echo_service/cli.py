@@ -18,15 +18,19 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from echo_service.config import Config, ConfigError, load_config
 from echo_service.engine import Plan
 from echo_service.plans import PlanLoadError, file_plan, load_plan
+
+if TYPE_CHECKING:
+    from echo_service.server import EchoServer
 
 __all__ = ["app", "main"]
 
@@ -169,6 +173,76 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
             show_default=False,
         ),
     ] = None,
+    auth_token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TOKEN[,TOKEN]",
+            help="Bearer tokens every call must present (health and reflection "
+            "stay open). Prefer the environment variable." + _env("auth_token", "none"),
+            show_default=False,
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PORT",
+            help="Serve Prometheus /metrics on this port; 0 is off."
+            + _env("metrics_port", 0),
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST",
+            help="Interface of /metrics."
+            + _env("metrics_host", _DEFAULTS.metrics_host),
+            show_default=False,
+        ),
+    ] = None,
+    keepalive_time: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Ping an idle client after this long." + _env("keepalive_time", "1m"),
+            show_default=False,
+        ),
+    ] = None,
+    keepalive_timeout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Close a connection whose ping is not answered in this time."
+            + _env("keepalive_timeout", "20s"),
+            show_default=False,
+        ),
+    ] = None,
+    min_ping_interval: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Clients may ping this often." + _env("min_ping_interval", "10s"),
+            show_default=False,
+        ),
+    ] = None,
+    max_connection_age: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION|off",
+            help="GOAWAY after this, so balancers spread clients again."
+            + _env("max_connection_age", "10m"),
+            show_default=False,
+        ),
+    ] = None,
+    max_connection_age_grace: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION|off",
+            help="Calls open at GOAWAY may run this long."
+            + _env("max_connection_age_grace", "2m"),
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
@@ -201,6 +275,14 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
         "max_message_bytes": max_message_bytes,
         "max_read_bytes": max_read_bytes,
         "max_write_bytes": max_write_bytes,
+        "auth_token": auth_token,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
+        "keepalive_time": keepalive_time,
+        "keepalive_timeout": keepalive_timeout,
+        "min_ping_interval": min_ping_interval,
+        "max_connection_age": max_connection_age,
+        "max_connection_age_grace": max_connection_age_grace,
         "log_level": log_level,
         "log_json": log_json,
     }
@@ -217,12 +299,45 @@ def run(config: Config) -> int:
     """Serve until told to stop; the exit status."""
     # Imported here so that `--help` stays quick.
     from echo_service.server import build_server  # noqa: PLC0415
+    from echo_service.telemetry import (  # noqa: PLC0415
+        RpcTelemetryInterceptor,
+        TelemetryConfigError,
+        setup_telemetry,
+    )
 
     try:
         served = _plan(config)
-    except (PlanLoadError, OSError) as exc:
+        telemetry = setup_telemetry(
+            metrics_port=config.metrics_port or None,
+            metrics_host=config.metrics_host,
+            set_global=True,
+        )
+    except (PlanLoadError, OSError, TelemetryConfigError) as exc:
         typer.echo(f"echo-service: {exc}", err=True)
         return 2
+    try:
+        return _serve(
+            config,
+            build=lambda: build_server(
+                config,
+                plan=served,
+                interceptors=[
+                    RpcTelemetryInterceptor(
+                        tracer_provider=telemetry.tracer_provider,
+                        meter_provider=telemetry.meter_provider,
+                    )
+                ],
+                tracer_provider=telemetry.tracer_provider,
+                meter_provider=telemetry.meter_provider,
+            ),
+        )
+    finally:
+        # Last, after the gRPC server stopped, so the drain's own spans go too.
+        telemetry.shutdown(timedelta(seconds=5))
+
+
+def _serve(config: Config, *, build: Callable[[], EchoServer]) -> int:
+    """Start, announce the address, wait for a signal or Shutdown, stop."""
     stop = threading.Event()
     signals = 0
 
@@ -238,7 +353,7 @@ def run(config: Config) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
-            server = build_server(config, plan=served)
+            server = build()
             server.start()
         except Exception as exc:
             logger.debug("start failed", exc_info=True)
@@ -255,7 +370,6 @@ def run(config: Config) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    _flush_telemetry(timedelta(seconds=5))
     return 0
 
 
@@ -276,52 +390,9 @@ def _plan(config: Config) -> Plan:
 
 
 def _configure_logging(config: Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_json:
-        handler.setFormatter(_JsonLines())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log_level.upper())
+    from echo_service.telemetry import configure_logging  # noqa: PLC0415
 
-
-class _JsonLines(logging.Formatter):
-    """One JSON object per record, with the ``extra`` context it carries."""
-
-    _PLAIN = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-
-    def format(self, record: logging.LogRecord) -> str:
-        import json  # noqa: PLC0415 - only when JSON logs are on
-
-        body: dict[str, object] = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in self._PLAIN and not key.startswith("_"):
-                body[key] = value
-        if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
-
-
-def _flush_telemetry(limit: timedelta) -> None:
-    """Flush the global OpenTelemetry providers, if they are SDK ones."""
-    from opentelemetry import metrics, trace  # noqa: PLC0415
-
-    millis = int(limit.total_seconds() * 1000)
-    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
-        flush = getattr(provider, "force_flush", None)
-        if flush is not None:
-            try:
-                flush(millis)
-            except Exception:
-                logger.warning("telemetry could not be flushed", exc_info=True)
+    configure_logging(config.log_level, json=config.log_json)
 
 
 def _name(signum: int) -> str:

@@ -25,13 +25,21 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Config", "ConfigError", "env_name", "load_config", "parse_duration"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "env_name",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+]
 
 _MIB = 1 << 20
 
@@ -97,6 +105,25 @@ class Config:
     """Streams asking for a longer interval get this one."""
     stop_timeout: timedelta = timedelta(seconds=5)
     """After draining: how long open calls get to end before they are cut."""
+    auth_token: str | None = field(default=None, repr=False)
+    """Bearer tokens (comma separated) every call must present; None: no
+    authentication. Health and reflection stay open."""
+    metrics_port: int = 0
+    """Serve Prometheus ``/metrics`` on this port; 0: off."""
+    metrics_host: str = "0.0.0.0"  # every interface: metrics are read-only
+    """Interface of the metrics endpoint."""
+    keepalive_time: timedelta = timedelta(minutes=1)
+    """Ping an idle client after this long to find dead peers."""
+    keepalive_timeout: timedelta = timedelta(seconds=20)
+    """Close a connection whose ping is not answered within this."""
+    min_ping_interval: timedelta = timedelta(seconds=10)
+    """Clients may ping this often; more often gets GOAWAY."""
+    max_connection_age: timedelta | None = timedelta(minutes=10)
+    """GOAWAY after this, so L4 balancers spread clients again; None: never."""
+    max_connection_age_grace: timedelta | None = timedelta(minutes=2)
+    """Calls open at GOAWAY may run this long; None: for ever."""
+    health_check_interval: timedelta = timedelta(seconds=5)
+    """How often health is re-checked (executor threads and journal)."""
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -113,21 +140,46 @@ def env_name(name: str) -> str:
     return "ECHO_" + name.upper()
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"(\d+)\s*([kmg]i?b|b)?")
+_SIZE_SCALE = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+}
+_OFF = frozenset({"off", "none", "never"})
+
+
 def parse_duration(text: str) -> timedelta:
-    """``"1.5s"``, ``"250ms"``, ``"2m"``, ``"1h"`` or a bare number of seconds."""
+    """``"1.5s"``, ``"250ms"``, ``"2m"``, ``"1h30m"`` or a number of seconds."""
     value = text.strip().lower()
-    number, scale = value, 1.0
-    for suffix, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if value.endswith(suffix) and value[: -len(suffix)].strip():
-            number, scale = value[: -len(suffix)], factor
-            break
     try:
-        seconds = float(number) * scale
+        seconds = float(value)
     except ValueError:
-        raise ValueError(f"not a duration: {text!r} (try 10s, 500ms, 2m)") from None
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + u for n, u in parts) != value:
+            raise ValueError(f"not a duration: {text!r} (try 10s, 500ms, 2m)") from None
+        seconds = sum(float(n) * _DURATION_SCALE[u] for n, u in parts)
     if not math.isfinite(seconds):
         raise ValueError(f"not a finite duration: {text!r}")
     return timedelta(seconds=seconds)
+
+
+def parse_size(text: str) -> int:
+    """Bytes: ``"1048576"``, ``"16MiB"``, ``"512KiB"``, ``"4MB"``."""
+    found = _SIZE.fullmatch(text.strip().lower())
+    if found is None:
+        raise ValueError(f"not a size: {text!r} (try 16MiB or a number of bytes)")
+    return int(found.group(1)) * _SIZE_SCALE[found.group(2) or "b"]
+
+
+def _parse_optional_duration(text: str) -> timedelta | None:
+    return None if text.strip().lower() in _OFF else parse_duration(text)
 
 
 def _parse_bool(text: str) -> bool:
@@ -147,10 +199,14 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": int,
     "workers": int,
     "max_waiting": int,
-    "max_message_bytes": int,
-    "max_read_bytes": int,
-    "max_write_bytes": int,
+    "max_message_bytes": parse_size,
+    "max_read_bytes": parse_size,
+    "max_write_bytes": parse_size,
     "max_batch": int,
+    "metrics_port": int,
+    "auth_token": _parse_optional_str,
+    "max_connection_age": _parse_optional_duration,
+    "max_connection_age_grace": _parse_optional_duration,
     "rpc_threads": int,
     "stream_buffer": int,
     "session_window": int,
@@ -163,6 +219,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 _DURATIONS = frozenset(
     f.name for f in fields(Config) if f.type in ("timedelta", timedelta)
 )
+_OPTIONAL_DURATIONS = frozenset(
+    f.name for f in fields(Config) if f.type == "timedelta | None"
+)
 
 
 def _convert(name: str, raw: object) -> object:
@@ -171,6 +230,8 @@ def _convert(name: str, raw: object) -> object:
         return raw
     if name in _DURATIONS:
         return parse_duration(raw)
+    if name in _OPTIONAL_DURATIONS:
+        return _parse_optional_duration(raw)
     return _PARSERS.get(name, str)(raw)
 
 
@@ -225,9 +286,19 @@ def _problems(config: Config) -> list[str]:
     ):
         if getattr(config, name) < 1:
             problems.append(f"{where(name)} must be at least 1")
-    for name in _DURATIONS:
-        if getattr(config, name) < timedelta(0):
+    for name in _DURATIONS | _OPTIONAL_DURATIONS:
+        value = getattr(config, name)
+        if value is not None and value < timedelta(0):
             problems.append(f"{where(name)} must not be negative")
+    for name in ("keepalive_time", "keepalive_timeout", "min_ping_interval"):
+        if getattr(config, name) <= timedelta(0):
+            problems.append(f"{where(name)} must be positive")
+    if config.max_connection_age is not None and config.max_connection_age <= timedelta(
+        0
+    ):
+        problems.append(f"{where('max_connection_age')} must be positive, or off")
+    if not 0 <= config.metrics_port <= 65535:
+        problems.append(f"{where('metrics_port')} must be between 0 and 65535")
     if config.min_heartbeat_interval > config.max_heartbeat_interval:
         problems.append("the heartbeat bounds are the wrong way round")
     if not config.host:

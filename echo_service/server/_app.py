@@ -45,7 +45,9 @@ from opentelemetry.trace import TracerProvider
 from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
 from echo_service.config import Config
 from echo_service.engine import DrainReport, Engine, Plan
+from echo_service.server._mesh import MeshSettings
 from echo_service.server._runtime import Runtime
+from echo_service.server._security import BearerAuthInterceptor, parse_tokens
 from echo_service.server._servicer import EchoServicer
 from echo_service.store import Store, open_store
 
@@ -144,6 +146,7 @@ class EchoServer:
         self._runtime: Runtime | None = None
         self._drain_task: asyncio.Task[DrainReport] | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- the synchronous face -------------------------------------------------
 
@@ -248,20 +251,16 @@ class EchoServer:
             pool=self._pool,
             request_shutdown=self._request_shutdown,
         )
-        limit = config.max_message_bytes
+        interceptors = list(self._interceptors)
+        if config.auth_token:
+            # The admin token is a bearer token too, so Shutdown works with
+            # authentication on and only the admin token at hand.
+            tokens = [*parse_tokens(config.auth_token)]
+            if config.admin_token:
+                tokens.append(config.admin_token)
+            interceptors.append(BearerAuthInterceptor(tokens))
         server = grpc.aio.server(
-            interceptors=self._interceptors,
-            options=[
-                ("grpc.max_send_message_length", limit),
-                ("grpc.max_receive_message_length", limit),
-                # Two servers on one port by accident must fail, not share.
-                ("grpc.so_reuseport", 0),
-                # Find clients that vanished without closing their streams.
-                ("grpc.keepalive_time_ms", 60_000),
-                ("grpc.keepalive_timeout_ms", 20_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+            interceptors=interceptors, options=mesh_settings(config).server_options()
         )
         echo_service_pb2_grpc.add_EchoServiceServicer_to_server(
             EchoServicer(self._runtime), server
@@ -291,6 +290,33 @@ class EchoServer:
         self._port = port
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_health())
+
+    async def _watch_health(self) -> None:
+        """Report NOT_SERVING while the engine is unhealthy (a dead executor
+        thread, a journal that cannot write), SERVING again once it recovers.
+        Ends when the drain begins, which sets NOT_SERVING for good."""
+        runtime, health = self._runtime, self._health
+        assert runtime is not None and health is not None
+        serving = True
+        interval = self.config.health_check_interval.total_seconds()
+        while not runtime.draining:
+            await asyncio.sleep(interval)
+            healthy = await runtime.blocking(self.engine.healthy)
+            if healthy == serving or runtime.draining:
+                continue
+            serving = healthy
+            if healthy:
+                logger.warning("the engine is healthy again: serving")
+            else:
+                logger.error("the engine is unhealthy: reporting NOT_SERVING")
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if healthy
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for service in ("", SERVICE_NAME):
+                await health.set(service, status)
 
     def _request_shutdown(self, grace: timedelta) -> None:
         """The Shutdown RPC's way in; the loop runs the stop in a task."""
@@ -306,8 +332,10 @@ class EchoServer:
     async def _drain_once(self, grace: timedelta) -> DrainReport:
         runtime, health = self._runtime, self._health
         assert runtime is not None and health is not None
-        await health.enter_graceful_shutdown()
         runtime.draining = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+        await health.enter_graceful_shutdown()
         logger.info("draining: running actions get %ss", grace.total_seconds())
         report = await runtime.blocking(self.engine.drain, grace)
         await runtime.blocking(self.store.flush)
@@ -353,6 +381,19 @@ class EchoServer:
             except Exception:
                 logger.exception("the journal did not close cleanly")
         self._terminated.set()
+
+
+def mesh_settings(config: Config) -> MeshSettings:
+    """The HTTP/2 connection settings ``config`` asks for."""
+    return MeshSettings(
+        keepalive_time=config.keepalive_time,
+        keepalive_timeout=config.keepalive_timeout,
+        min_ping_interval=config.min_ping_interval,
+        max_connection_age=config.max_connection_age,
+        max_connection_age_grace=config.max_connection_age_grace,
+        max_receive_message_size=config.max_message_bytes,
+        max_send_message_size=config.max_message_bytes,
+    )
 
 
 def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:

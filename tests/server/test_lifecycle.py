@@ -9,14 +9,20 @@ from pathlib import Path
 
 import grpc
 import pytest
-from echo_client import Client, PermissionDeniedError, State, UnavailableError
+from echo_client import (
+    Client,
+    PermissionDeniedError,
+    State,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
 from echo_service.server import SERVICE_NAME, EchoServer
+from echo_service.store import MemoryStore, open_store
 from echo_service.store import State as JournalState
-from echo_service.store import open_store
 from tests.conftest import WAIT, Gates, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,3 +188,52 @@ def test_stop_is_idempotent_and_joins_its_threads(
         if not t.name.startswith(("grpc", "Thread-"))
     ]
     assert leftover == []
+
+
+class _FlakyJournal(MemoryStore):
+    """A journal whose health a test switches."""
+
+    ok = True
+
+    def healthy(self) -> bool:
+        return self.ok and super().healthy()
+
+
+def test_health_follows_the_engine_and_recovers(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    journal = _FlakyJournal(key_retention=timedelta(hours=1))
+    server = make_server(
+        journal=journal, health_check_interval=timedelta(milliseconds=20)
+    )
+    try:
+        journal.ok = False
+        assert wait_until(lambda: not _serving(server))
+        assert (
+            _health(server.address, SERVICE_NAME)
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        journal.ok = True
+        assert wait_until(lambda: _serving(server))
+    finally:
+        server.stop()
+        journal.close()
+
+
+def test_with_bearer_tokens_calls_need_one_but_health_stays_open(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server(auth_token="alpha,beta", admin_token=TOKEN)
+    assert _serving(server)
+    with (
+        Client(server.address, timeout=WAIT_TD) as anonymous,
+        pytest.raises(UnauthenticatedError),
+    ):
+        anonymous.list_signatures()
+    bearer = [("authorization", "Bearer beta")]
+    with Client(server.address, timeout=WAIT_TD, metadata=bearer) as client:
+        assert client.list_signatures()
+    admin = [("authorization", f"Bearer {TOKEN}")]
+    with Client(server.address, timeout=WAIT_TD, metadata=admin) as client:
+        client.shutdown(TOKEN)
+    assert server.wait(WAIT_TD)
