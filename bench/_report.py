@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import os
 import platform
 import sqlite3
@@ -17,14 +18,27 @@ from ._targets import verdict
 __all__ = ["machine", "plot", "table"]
 
 _NUMERIC = (2, 3, 5)  # columns of numbers, right-aligned
-_UNITS = {"per_s": "per second", "ms": "milliseconds", "mb": "MB", "kb": "KB"}
+_UNITS = {
+    "per_s": "per second",
+    "ms": "milliseconds",
+    "us": "CPU microseconds",
+    "s": "seconds",
+    "mb": "MB",
+    "kb": "KB",
+}
+_LOWER_IS_BETTER = ("ms", "us", "s", "mb", "kb")
 
 
 def unit(metric: str) -> str:
-    """The unit a metric's name ends with (``per_s``, ``ms``, ``mb``, ``kb``)."""
-    for suffix in _UNITS:
-        if metric.endswith(suffix):
-            return suffix
+    """The unit a metric's name carries: ``per_s`` (also ``rps`` and
+    ``per_s_N``), ``ms``, ``us``, ``s``, ``mb``, ``kb``; "" when none."""
+    words = metric.split("_")
+    pairs = set(itertools.pairwise(words))
+    if "rps" in words or ("per", "s") in pairs:
+        return "per_s"
+    for word in ("ms", "us", "mb", "kb", "s"):
+        if word in words:
+            return word
     return ""
 
 
@@ -183,7 +197,7 @@ def plot(records: Sequence[Record], path: Path) -> bool:
         ax.set_visible(False)
     for ax, ((scenario, suffix), group) in zip(axes.flat, panels.items(), strict=False):
         labels = [
-            f"{rec['metric']}\nvs {rec['baseline_name']}"
+            f"{rec['metric']}\nvs {str(rec['baseline_name']).split(' (')[0]}"
             if len({r["baseline_name"] for r in group}) > 1
             else str(rec["metric"])
             for rec in group
@@ -205,10 +219,8 @@ def plot(records: Sequence[Record], path: Path) -> bool:
             fontsize=9,
         )
         ax.set_xticks(list(xs))
-        ax.set_xticklabels(labels, fontsize=7)
-        better = (
-            "lower is better" if suffix in ("ms", "mb", "kb") else "higher is better"
-        )
+        ax.set_xticklabels(labels, fontsize=6, rotation=12)
+        better = "lower is better" if suffix in _LOWER_IS_BETTER else "higher is better"
         ax.set_ylabel(f"{_UNITS.get(suffix, suffix)} ({better})", fontsize=8)
         ax.legend(fontsize=7)
         for x, rec in zip(xs, group, strict=True):
@@ -222,7 +234,7 @@ def plot(records: Sequence[Record], path: Path) -> bool:
                     fontsize=7,
                 )
     figure.suptitle("Echo beside its baselines (ratio above 1: Echo better)")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return True
