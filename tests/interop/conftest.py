@@ -1,61 +1,30 @@
-"""A live ``echo-service serve`` for the interop suite, and its toolchains.
+"""A live ``echo-service serve`` for the interop suite.
 
 The server is the real command line, started as a subprocess on port 0 with
 the interop plan (``tests.interop.plan:plan``) and a journal in a temporary
 directory; its address comes from the line it prints on stderr. One server
 serves the whole module: the runners of three languages, the clients' own
 test suites and the third-party tools.
-
-A missing toolchain (node, npm, go, ghz, or the clients' installed
-dependencies) skips its tests on a developer's machine and fails them under
-``CI=true``, where ``make test`` is meant to have installed everything.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ROOT / ".tools" / "bin"
-NODE_CLIENT = ROOT / "clients" / "node"
-GO_CLIENT = ROOT / "clients" / "go"
+from tests.interop._support import ROOT, LiveServer
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 _LISTENING = re.compile(r"echo-service listening on (\S+)")
-
-
-def need(tool: str, *, where: Path | None = None) -> str:
-    """The path of ``tool`` (on PATH, or in ``where``); skip or fail without it."""
-    found = shutil.which(tool, path=str(where)) if where else shutil.which(tool)
-    if found is None:
-        missing(f"{tool} is not installed (run: bash scripts/install_tools.sh)")
-    return str(found)
-
-
-def missing(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why}; under CI every interop toolchain is required")
-    pytest.skip(why)
-
-
-@dataclass
-class LiveServer:
-    """A running ``echo-service serve``; ``log`` collects its stderr."""
-
-    target: str
-    process: subprocess.Popen[str]
-    log: list[str] = field(default_factory=list)
 
 
 def _read_stderr(

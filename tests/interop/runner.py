@@ -45,7 +45,7 @@ class MismatchError(AssertionError):
     """What a scenario saw differs from what it expects."""
 
 
-class NotExpressible(Exception):  # noqa: N818 - names a condition, not a failure
+class NotExpressible(Exception):
     """The case needs something this client cannot send by design."""
 
 
@@ -169,7 +169,11 @@ class Proxy:
         except OSError:
             pass
         finally:
+            # Shut down before closing: a close alone does not wake the other
+            # pump, blocked in recv on one of these sockets.
             for s in (source, sink):
+                with suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
                 s.close()
 
     def cut(self, outage: timedelta) -> None:
@@ -187,6 +191,9 @@ class Proxy:
         with suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        # The acceptor first: once it has stopped, no connection is added
+        # behind the cut below.
+        self._acceptor.join(timeout=5)
         self.cut(timedelta(0))
         with self._lock:
             threads = [self._acceptor, *self._pumps]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.interop.conftest import NODE_CLIENT, ROOT, TOOLS, need
+from tests.interop._support import NODE_CLIENT, ROOT, TOOLS, need
 
 
 def test_generated_go_and_typescript_stubs_match_the_contract() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import (
+from tests.interop._support import (
     GO_CLIENT,
     NODE_CLIENT,
     ROOT,
