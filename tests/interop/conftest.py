@@ -77,3 +77,5 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             process.kill()
             process.wait()
         reader.join()
+        if process.stderr is not None:
+            process.stderr.close()
