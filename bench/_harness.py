@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 Record = dict[str, object]
 
 
-class Missing(Exception):  # noqa: N818 - a condition, not a failure
+class Missing(Exception):  # a condition to report, not a failure
     """A scenario cannot run here; the message says how to make it possible."""
 
 

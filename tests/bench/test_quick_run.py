@@ -39,9 +39,12 @@ REQUIRED: dict[str, set[str]] = {
 
 
 def _lower_is_better(metric: str) -> bool:
-    return metric.endswith(("_ms", "_mb", "_kb")) or (
-        metric.endswith("_s") and not metric.endswith("per_s")
-    )
+    """Latencies, CPU time, memory and durations: ``_ms``, ``_us``, ``_mb``,
+    ``_kb`` anywhere in the name, or a name ending in seconds (``_s``)."""
+    words = metric.split("_")
+    if {"ms", "us", "mb", "kb"} & set(words):
+        return True
+    return words[-1] == "s" and words[-2:] != ["per", "s"] and "per" not in words
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
