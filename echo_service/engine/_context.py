@@ -29,7 +29,7 @@ __all__ = [
 T = TypeVar("T")
 
 
-class Retry(Exception):  # noqa: N818 - a control-flow signal, named for its intent
+class Retry(Exception):
     """Raised by a handler to fail this attempt and retry after ``next_delay``.
 
     ``next_delay`` overrides the policy's backoff for this one retry; the
@@ -44,7 +44,7 @@ class Retry(Exception):  # noqa: N818 - a control-flow signal, named for its int
         self.next_delay = next_delay
 
 
-class NonRetryable(Exception):  # noqa: N818 - a control-flow signal
+class NonRetryable(Exception):
     """Raised by a handler to fail the action now, whatever the policy says.
 
     Raise it ``from`` the real error to have that error's type reported.

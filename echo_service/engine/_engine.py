@@ -25,6 +25,28 @@ Retention. The ``echo-retention`` chore removes actions finished longer than
 ``retention`` ago, with their events, and idempotency keys older than
 ``key_retention``.
 
+Delivery. The journal is exactly-once: an acknowledged assign is durable,
+an action finishes once (fencing refuses a second account), a key repeated
+within its retention returns the first action, and a subscriber resuming
+from a sequence misses no event that is still retained. Handlers are run
+at-least-once, and these are the ways one runs again:
+
+* the process dies (or is killed) during an attempt, or after the handler
+  returned but before its outcome was committed: the attempt runs again
+  after the restart, with the next attempt number if its RUNNING event was
+  committed, with the same one if not;
+* in a shared journal, a replica pauses longer than its lease: another one
+  takes the action over and runs it, while the paused handler may still
+  finish its side effects (only its journal writes are refused);
+* a handler that runs again assigns its children again: ``ctx.assign``
+  without an idempotency key makes new children each time (the next action
+  is keyed by its parent, so it is made once);
+* a repeat of a key after ``key_retention`` (or after the first action was
+  purged) is a new action.
+
+Handlers with side effects outside the journal should make them idempotent,
+keyed by the action id and, if need be, the attempt.
+
 Locks, outermost first:
 
 * ``_lock`` guards ``_inflight`` (claimed runs), ``_claiming``,
