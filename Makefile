@@ -21,7 +21,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,postgres]' -e clients/python
+	$(BIN)/pip install --quiet -e '.[dev,postgres,bench]' -e clients/python
 	touch $(STAMP)
 
 # Tools the end-to-end and interop tests drive: grpcurl, grpc_health_probe,
@@ -34,9 +34,12 @@ generate: $(STAMP)
 	$(PY) scripts/generate.py
 	bash scripts/generate_other.sh
 
-lint: $(STAMP)
+lint: $(STAMP) tools
 	$(PY) scripts/generate.py --check
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash scripts/generate_other.sh --check
+	cd clients/node && npm run --silent typecheck
+	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
