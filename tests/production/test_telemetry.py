@@ -228,9 +228,10 @@ def test_an_actions_spans_stay_in_the_assigning_callers_trace(
     def double(ctx: object, n: int) -> int:
         return 2 * n
 
+    journal = MemoryStore()
     engine = Engine(
         plan.build(),
-        MemoryStore(),
+        journal,
         workers=2,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
@@ -266,6 +267,7 @@ def test_an_actions_spans_stay_in_the_assigning_callers_trace(
     finally:
         done.close()
         engine.close()
+        journal.close()
 
     rpc = spans.named("echo.test.Engine/Assign")
     found = spans.wait_for(
@@ -419,9 +421,10 @@ def test_the_engines_instruments_are_scraped_under_their_documented_names(
     def boom(ctx: object) -> None:
         raise RuntimeError("boom")
 
+    journal = MemoryStore()
     engine = Engine(
         plan.build(),
-        MemoryStore(),
+        journal,
         workers=2,
         tracer_provider=telemetry.tracer_provider,
         meter_provider=telemetry.meter_provider,
@@ -448,6 +451,7 @@ def test_the_engines_instruments_are_scraped_under_their_documented_names(
     finally:
         events.close()
         engine.close()
+        journal.close()
 
     def value(name: str) -> float:
         return sum(v for _, v in samples[name])
