@@ -49,6 +49,8 @@ EARLY_KILL_AFTER = (0.0, 0.8)
 MAX_OUTSTANDING = 24
 """Acknowledged actions not yet seen finished before the client waits."""
 CALL_TIMEOUT = 5.0
+RETRY_PAUSE = 0.5
+"""Seconds a failed call waits for a restart before it tries the same server."""
 SETTLE = 30.0
 """How long the last process may take to finish everything."""
 
@@ -92,22 +94,27 @@ class Servers:
             self.closing = True
             self._cond.notify_all()
 
-    def current(self, *, newer_than: int = 0) -> tuple[str, int] | None:
-        """A serving address of a generation above ``newer_than``; None when
-        closing. Waits, bounded, for a restart."""
+    def current(self) -> tuple[str, int] | None:
+        """The serving address and its generation; None when closing. Waits,
+        bounded, for a server to be up."""
         with self._cond:
             ok = self._cond.wait_for(
-                lambda: (
-                    self.closing
-                    or (self.address is not None and self.generation > newer_than)
-                ),
-                SETTLE,
+                lambda: self.closing or self.address is not None, SETTLE
             )
             assert ok, "no server came up"
             if self.closing:
                 return None
             assert self.address is not None
             return self.address, self.generation
+
+    def after_failure(self, generation: int) -> None:
+        """Give a call that failed on ``generation`` time to see the restart
+        that usually explains it; a server that is still up is tried again."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.closing or self.generation != generation,
+                RETRY_PAUSE,
+            )
 
 
 # -- what the client saw --------------------------------------------------------
@@ -260,8 +267,7 @@ class Client:
                         # A client with a key just asks again: that is what
                         # keys are for. Wait for the next server.
                         retried = True
-                        if self._servers.current(newer_than=generation) is None:
-                            return
+                        self._servers.after_failure(generation)
                         continue
                     with self._seen.cond:
                         self._seen.answered(
@@ -306,9 +312,8 @@ class Client:
                 finally:
                     with self._call_lock:
                         self._call = None
-            # The process died (or ended the stream): resume on the next one.
-            if self._servers.current(newer_than=generation) is None:
-                return
+            # The process died (or ended the stream): resume, on the next one.
+            self._servers.after_failure(generation)
 
     def _took(self, event: action_pb2.ActionEvent) -> None:
         with self._seen.cond:
