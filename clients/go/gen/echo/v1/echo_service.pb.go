@@ -494,7 +494,9 @@ type Heartbeat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Server time. Output only.
 	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
-	// The highest sequence committed so far. Output only.
+	// The position this stream has delivered up to: every matching event at or
+	// below it was sent. Resuming with after_sequence = last_sequence misses
+	// nothing. Output only.
 	LastSequence  uint64 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -254,7 +254,9 @@ export type Heartbeat = Message<"echo.v1.Heartbeat"> & {
   time?: Timestamp | undefined;
 
   /**
-   * The highest sequence committed so far. Output only.
+   * The position this stream has delivered up to: every matching event at or
+   * below it was sent. Resuming with after_sequence = last_sequence misses
+   * nothing. Output only.
    *
    * @generated from field: uint64 last_sequence = 2;
    */
