@@ -325,7 +325,7 @@ class EchoServer:
     async def _drain(self, grace: timedelta | None) -> DrainReport:
         if self._drain_task is None:
             self._drain_task = asyncio.get_running_loop().create_task(
-                self._drain_once(grace or self.config.drain_grace)
+                self._drain_once(self.config.drain_grace if grace is None else grace)
             )
         return await asyncio.shield(self._drain_task)
 

@@ -15,6 +15,11 @@ is not known yet. When the assign returns, its held events follow its
 ``assigned`` answer in order; when no assign is waiting, held events that
 matched none are dropped.
 
+Known cost: the own feed carries every event of the server, and the session
+drops the ones of other actions. The engine's subscriptions take a fixed
+filter; one whose action-id filter could grow as the session assigns would
+let the engine drop them instead.
+
 Flow control: at most ``config.session_window`` events are sent and not yet
 acknowledged; beyond that the feeds wait (their subscriptions' bounded
 buffers absorb the rest, and an overflow resumes from the journal). Answers,

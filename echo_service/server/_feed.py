@@ -9,7 +9,10 @@ a ``Feed`` moves events from the subscription into a small asyncio queue:
   takes what is ready with non-blocking ``get(0)`` calls. No thread at all.
 * Otherwise one reader thread per feed blocks in ``get`` with a short timeout
   and hands each event to the loop. The thread belongs to the feed: ``aclose``
-  stops it and joins it, so it never outlives its call.
+  stops it and joins it, so it never outlives its call. This is the path in
+  use today: the engine's ``subscribe`` has no ``notify`` yet, and its
+  ``get`` reads the journal while it replays, which must not happen on the
+  loop. So an open stream costs a thread (mostly asleep), not a pool slot.
 
 Either way at most ``window`` events wait in the asyncio queue. A consumer
 that does not keep up leaves the rest in the subscription's own bounded

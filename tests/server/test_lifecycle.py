@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -237,3 +238,16 @@ def test_with_bearer_tokens_calls_need_one_but_health_stays_open(
     with Client(server.address, timeout=WAIT_TD, metadata=admin) as client:
         client.shutdown(TOKEN)
     assert server.wait(WAIT_TD)
+
+
+def test_a_shutdown_grace_of_zero_means_zero(
+    make_server: Callable[..., EchoServer], gates: Gates
+) -> None:
+    server = make_server(admin_token=TOKEN, drain_grace=timedelta(seconds=30))
+    with Client(server.address, timeout=WAIT_TD) as client:
+        client.assign("Block", "never")
+        assert gates.wait_entered("never")
+        started = time.monotonic()
+        client.shutdown(TOKEN, grace=timedelta(0))
+    assert server.wait(WAIT_TD)
+    assert time.monotonic() - started < 10  # not the configured 30s
