@@ -42,6 +42,7 @@ __all__ = ["CLOSED", "TIMEOUT", "Feed", "open_feed"]
 logger = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.2  # how long the reader thread blocks before checking _stop
+_BATCH = 64  # most events the reader thread hands over in one wake-up
 
 
 class _Marker:
@@ -74,7 +75,7 @@ async def open_feed(
     action_ids: frozenset[str] = frozenset(),
     names: frozenset[str] = frozenset(),
     buffer: int,
-    window: int = 64,
+    window: int = 256,
     run_blocking: Callable[..., Any],
 ) -> Feed:
     """Subscribe and return a running feed.
@@ -161,31 +162,49 @@ class Feed:
             self._queue.put_nowait(event)
 
     def _read(self) -> None:
-        """The reader thread of a subscription without ``notify``."""
+        """The reader thread of a subscription without ``notify``.
+
+        It blocks for one event, then takes whatever else is ready at once
+        (as far as free slots allow) and hands the batch over in one wake-up
+        of the loop: a wake-up per event would cost more than the event.
+        """
         try:
             while not self._stop.is_set():
                 if not self._slots.acquire(timeout=_POLL_SECONDS):
                     continue
+                batch: list[Item | BaseException] = []
                 try:
                     event = self._subscription.get(_POLL_SECONDS)
+                    if event is None:
+                        self._slots.release()
+                        continue
+                    batch.append(event)
+                    while len(batch) < _BATCH and self._slots.acquire(blocking=False):
+                        event = self._subscription.get(0)
+                        if event is None:
+                            self._slots.release()
+                            break
+                        batch.append(event)
                 except BaseException as exc:
-                    self._hand_over(exc)
+                    batch.append(exc)
+                    self._hand_over(batch)
                     return
-                if event is None:
-                    self._slots.release()
-                    continue
-                if not self._hand_over(event):
+                if not self._hand_over(batch):
                     return
         finally:
             with contextlib.suppress(RuntimeError):  # the loop is closed
                 self._loop.call_soon_threadsafe(self._thread_done.set)
 
-    def _hand_over(self, item: Item | BaseException) -> bool:
+    def _hand_over(self, batch: list[Item | BaseException]) -> bool:
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._enqueue, batch)
         except RuntimeError:  # the loop is closed
             return False
         return True
+
+    def _enqueue(self, batch: list[Item | BaseException]) -> None:
+        for item in batch:
+            self._queue.put_nowait(item)
 
     # -- consuming -----------------------------------------------------------
 
