@@ -8,8 +8,8 @@ test. Reuse:
   actions wait until the test opens their gate, so "running work" is a
   state a test controls instead of a timing it hopes for.
 * ``make_server(**settings)``: start a server with ``Config`` overrides (and
-  optionally ``plan=``, or ``journal=`` a store the test owns); every server
-  made is stopped at the end.
+  optionally ``plan=``, ``journal=`` a store the test owns, ``credentials=``
+  for TLS); every server made is stopped at the end.
 * ``server``: one running server with the test plan and a memory journal.
 * ``client``: an ``echo_client.Client`` connected to ``server``.
 * ``wait_until(predicate)``: poll a condition with a timeout (never a bare
@@ -175,11 +175,18 @@ def make_server(
     started: list[EchoServer] = []
 
     def make(
-        *, plan: Plan | None = None, journal: Any = None, **overrides: Any
+        *,
+        plan: Plan | None = None,
+        journal: Any = None,
+        credentials: Any = None,
+        **overrides: Any,
     ) -> EchoServer:
         overrides.setdefault("data_dir", tmp_path / f"data{len(started)}")
         server = build_server(
-            server_config(**overrides), plan=plan or test_plan, store=journal
+            server_config(**overrides),
+            plan=plan or test_plan,
+            store=journal,
+            credentials=credentials,
         )
         server.start()
         started.append(server)

@@ -10,8 +10,10 @@ errors and progress go to stderr. Exit status:
 * 3: the server could not be reached, or a call failed for another reason.
 
 Every command takes ``--target HOST:PORT`` (or ``ECHO_TARGET``; default
-``localhost:50051``). See ``echo_client._lines`` for how arguments and input
-lines are typed.
+``localhost:50051``), ``--auth-token`` (or ``ECHO_AUTH_TOKEN``) for a server
+that asks for bearer tokens, and ``--tls``/``--tls-ca`` (with ``--tls-cert``
+and ``--tls-key`` for mutual TLS) for a server behind TLS. See
+``echo_client._lines`` for how arguments and input lines are typed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Annotated, Any
 
+import grpc
 import typer
 
 from echo_client._aio import AsyncClient
@@ -59,6 +62,15 @@ app = typer.Typer(
 class _Settings:
     target: str
     timeout: timedelta
+    metadata: tuple[tuple[str, str], ...] = ()
+    credentials: grpc.ChannelCredentials | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout,
+            "metadata": self.metadata,
+            "credentials": self.credentials,
+        }
 
 
 def _note(text: str) -> None:
@@ -81,7 +93,7 @@ def _report(error: EchoError) -> int:
 
 
 @app.callback()
-def _options(
+def _options(  # noqa: PLR0917 - typer maps each parameter to a flag
     ctx: typer.Context,
     target: Annotated[
         str,
@@ -92,9 +104,46 @@ def _options(
     timeout: Annotated[
         float, typer.Option(help="Seconds each call may take.", min=0.001)
     ] = 30.0,
+    auth_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ECHO_AUTH_TOKEN",
+            show_envvar=True,
+            help="Bearer token sent with every call (prefer the variable).",
+        ),
+    ] = None,
+    tls: Annotated[
+        bool, typer.Option(help="Use TLS, trusting the system's root CAs.")
+    ] = False,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(help="Use TLS, trusting this CA (PEM).", envvar="ECHO_TLS_CA"),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Client certificate (PEM) for mutual TLS."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="Its private key (PEM) for mutual TLS.")
+    ] = None,
 ) -> None:
     """Talk to an Echo service: assign actions, wait, stream events, cancel."""
-    ctx.obj = _Settings(target, timedelta(seconds=timeout))
+    metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
+    credentials = None
+    if tls or tls_ca or tls_cert or tls_key:
+        if (tls_cert is None) != (tls_key is None):
+            _note("--tls-cert and --tls-key go together")
+            raise typer.Exit(USAGE)
+        try:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes() if tls_ca else None,
+                private_key=tls_key.read_bytes() if tls_key else None,
+                certificate_chain=tls_cert.read_bytes() if tls_cert else None,
+            )
+        except OSError as exc:
+            _note(f"cannot read {exc.filename}: {exc.strerror}")
+            raise typer.Exit(USAGE) from None
+    ctx.obj = _Settings(target, timedelta(seconds=timeout), metadata, credentials)
 
 
 def _settings(ctx: typer.Context) -> _Settings:
@@ -104,7 +153,7 @@ def _settings(ctx: typer.Context) -> _Settings:
 
 
 def _client(settings: _Settings) -> Client:
-    return Client(settings.target, timeout=settings.timeout)
+    return Client(settings.target, **settings.client_options())
 
 
 def _signatures(client: Client) -> dict[str, Signature]:
@@ -443,7 +492,7 @@ class _Bulk:
 
     async def run(self) -> int:
         async with AsyncClient(
-            self._settings.target, timeout=self._settings.timeout
+            self._settings.target, **self._settings.client_options()
         ) as client:
             try:
                 signatures = {s.name: s for s in await client.list_signatures()}

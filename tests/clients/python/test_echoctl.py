@@ -17,7 +17,9 @@ import pytest
 from echo_client import Client, State
 
 from echo_service.server import EchoServer
+from echo_service.server._security import server_credentials
 from tests.conftest import WAIT, Gates
+from tests.production._certs import Authority
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -232,3 +234,35 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def test_a_bearer_token_is_sent_when_the_server_asks_for_one(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server(auth_token="t0ken")
+    refused = echoctl(server.address, "signatures")
+    assert refused.code == 1
+    assert "UNAUTHENTICATED" in refused.stderr
+    allowed = echoctl(server.address, "signatures", env={"ECHO_AUTH_TOKEN": "t0ken"})
+    assert allowed.code == 0, allowed.stderr
+    assert allowed.lines
+
+
+def test_tls_and_mutual_tls_options_reach_the_channel(
+    make_server: Callable[..., EchoServer], tmp_path: Path
+) -> None:
+    authority = Authority.create(tmp_path)
+    leaf = authority.issue(tmp_path, "localhost", server=True)
+    mine = authority.issue(tmp_path, "echoctl", server=False)
+    server = make_server(
+        host="localhost",
+        credentials=server_credentials(leaf.cert, leaf.key, client_ca=authority.path),
+    )
+    target = f"localhost:{server.port}"
+    assert echoctl(target, "--timeout", "2", "signatures").code != 0
+    tls = ["--tls-ca", str(authority.path)]
+    assert echoctl(target, *tls, "--timeout", "2", "signatures").code != 0
+    mutual = [*tls, "--tls-cert", str(mine.cert), "--tls-key", str(mine.key)]
+    run = echoctl(target, *mutual, "signatures")
+    assert run.code == 0, run.stderr
+    assert run.lines
