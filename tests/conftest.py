@@ -8,8 +8,9 @@ test. Reuse:
   actions wait until the test opens their gate, so "running work" is a
   state a test controls instead of a timing it hopes for.
 * ``make_server(**settings)``: start a server with ``Config`` overrides (and
-  optionally ``plan=``, ``journal=`` a store the test owns, ``credentials=``
-  for TLS); every server made is stopped at the end.
+  optionally ``plan=``, ``journal=`` a store the test owns, and
+  ``credentials=``, ``interceptors=``, ``tracer_provider=`` as
+  ``build_server`` takes them); every server made is stopped at the end.
 * ``server``: one running server with the test plan and a memory journal.
 * ``client``: an ``echo_client.Client`` connected to ``server``.
 * ``wait_until(predicate)``: poll a condition with a timeout (never a bare
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -179,6 +180,8 @@ def make_server(
         plan: Plan | None = None,
         journal: Any = None,
         credentials: Any = None,
+        interceptors: Sequence[Any] = (),
+        tracer_provider: Any = None,
         **overrides: Any,
     ) -> EchoServer:
         overrides.setdefault("data_dir", tmp_path / f"data{len(started)}")
@@ -187,6 +190,8 @@ def make_server(
             plan=plan or test_plan,
             store=journal,
             credentials=credentials,
+            interceptors=interceptors,
+            tracer_provider=tracer_provider,
         )
         server.start()
         started.append(server)

@@ -12,6 +12,7 @@ from echo_service.errors import FieldViolation, InvalidArgument
 from echo_service.server._convert import action_to_proto, timestamp
 from echo_service.server._feed import Feed, open_feed
 from echo_service.server._runtime import Runtime
+from echo_service.telemetry import current_traceparent
 
 __all__ = [
     "FINISHED_STATES",
@@ -40,7 +41,16 @@ def _join(path: str, name: str) -> str:
 
 
 def call_trace_context(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The W3C trace headers of the call itself."""
+    """The W3C trace context an action without its own continues.
+
+    The current span comes first: with the telemetry interceptor it is the
+    call's server span, itself a child of the caller's, so the action's spans
+    nest under the call. Without one, the call's own ``traceparent`` and
+    ``tracestate`` metadata.
+    """
+    current = current_traceparent()
+    if current:
+        return current
     found: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
         if key in _TRACE_KEYS and isinstance(value, str):

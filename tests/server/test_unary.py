@@ -23,6 +23,9 @@ from echo_client import (
 )
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
 
 from echo_service._proto.echo.v1 import (
     action_pb2,
@@ -31,6 +34,7 @@ from echo_service._proto.echo.v1 import (
 )
 from echo_service.server import EchoServer
 from echo_service.store import MemoryStore
+from echo_service.telemetry import RpcTelemetryInterceptor, setup_telemetry
 from tests.conftest import WAIT, Gates
 
 pytestmark = pytest.mark.timeout(60)
@@ -505,3 +509,34 @@ def test_an_unexpected_error_is_internal_logged_and_the_server_goes_on(
     assert any("a bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
     server.stop()
     store.close()
+
+
+def test_an_actions_spans_nest_under_the_calls_server_span(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    exporter = InMemorySpanExporter()
+    telemetry = setup_telemetry(span_exporters=[exporter])
+    try:
+        server = make_server(
+            interceptors=[
+                RpcTelemetryInterceptor(tracer_provider=telemetry.tracer_provider)
+            ],
+            tracer_provider=telemetry.tracer_provider,
+        )
+        caller = telemetry.tracer_provider.get_tracer("test")
+        with (
+            Client(server.address, timeout=WAIT_TD) as client,
+            caller.start_as_current_span("caller") as span,
+        ):
+            action_id = client.assign("Add", 1, 2).action.id
+            assert client.wait(action_id, timeout=WAIT_TD).result == 3
+        trace_id = span.get_span_context().trace_id
+        spans = {s.name: s for s in exporter.get_finished_spans()}
+        rpc = spans["echo.v1.EchoService/Assign"]
+        assign = next(s for name, s in spans.items() if name.startswith("echo.assign"))
+        assert rpc.context.trace_id == trace_id
+        assert assign.context.trace_id == trace_id
+        assert assign.parent is not None
+        assert assign.parent.span_id == rpc.context.span_id
+    finally:
+        telemetry.shutdown()
