@@ -3,7 +3,8 @@
     python scripts/generate.py          # write the stubs
     python scripts/generate.py --check  # exit 1 and name the stale files
 
-Python stubs come from grpcio-tools (with .pyi type stubs) into two private
+Python stubs come from grpcio-tools (with .pyi type stubs, and mypy-protobuf's
+for the gRPC stubs) into two private
 packages, the server's and the Python client's, so the client never depends on
 the server package. protoc writes absolute imports such as ``from echo.v1
 import action_pb2``; they are rewritten to point into the private package.
@@ -35,6 +36,9 @@ def _protoc_python(out: Path) -> None:
     import grpc_tools  # noqa: PLC0415 - only needed when generating
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    # mypy-protobuf's plugin types the gRPC stubs, which grpcio-tools leaves
+    # untyped; it is installed beside this interpreter.
+    typed_grpc = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     command = [
         sys.executable,
@@ -45,6 +49,8 @@ def _protoc_python(out: Path) -> None:
         f"--python_out={out}",
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy_grpc={typed_grpc}",
+        f"--mypy_grpc_out={out}",
         *protos,
     ]
     subprocess.run(command, check=True, cwd=PROTO_DIR)

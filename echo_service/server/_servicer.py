@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 _RETRY_WHILE_STOPPING = timedelta(seconds=1)
 
 
-class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):  # type: ignore[misc]
+class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
     """The contract's RPCs over one ``Runtime``."""
 
     def __init__(self, runtime: Runtime) -> None:

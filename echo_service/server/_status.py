@@ -20,8 +20,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf import any_pb2
 
-# google.rpc (googleapis-common-protos) publishes no type stubs.
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from echo_service import errors

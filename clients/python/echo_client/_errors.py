@@ -26,8 +26,7 @@ from typing import Any
 
 import grpc
 
-# google.rpc (googleapis-common-protos) publishes no type stubs.
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 
 from echo_client._proto.echo.v1 import echo_service_pb2
 
