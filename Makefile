@@ -40,6 +40,7 @@ lint: $(STAMP) tools
 	$(BIN)/buf format --diff --exit-code
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy echo_service clients/python/echo_client
 	bash scripts/generate_other.sh --check
 	cd clients/node && npm run --silent typecheck
 	cd clients/go && test -z "$$(gofmt -l .)" && go vet ./...
