@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from echo_service.engine import Plan, PlanBuilder
 
@@ -22,6 +24,11 @@ def load_plan(reference: str) -> Plan:
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise PlanLoadError(f"{reference!r}: expected package.module:attribute")
+    # A console script's sys.path lacks the working directory, yet that is
+    # where a user's own plan usually sits, as with other application servers.
+    working_dir = os.getcwd()
+    if working_dir not in sys.path:
+        sys.path.insert(0, working_dir)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
