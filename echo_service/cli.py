@@ -1,7 +1,8 @@
 """``echo-service``: run the Echo service.
 
-``echo-service serve`` takes its settings from flags and ``ECHO_*``
-environment variables (see ``echo_service.config``). Once it listens it
+``echo-service serve`` takes its settings from flags, ``ECHO_*``
+environment variables and a TOML file (``--config``), in that order of
+precedence (see ``echo_service.config``). Once it listens it
 writes one line to stderr, ``echo-service listening on HOST:PORT``, which is
 how a script that asked for port 0 learns the port.
 
@@ -20,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
@@ -57,6 +59,18 @@ def _root() -> None:
 
 @app.command()
 def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
+    config_file: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="PATH",
+            help="TOML file of settings, keys named like these flags "
+            '(port = 50051, drain-grace = "20s"); flags and ECHO_* variables '
+            "win over it, unknown keys stop the start. (env ECHO_CONFIG; "
+            "default none)",
+            show_default=False,
+        ),
+    ] = None,
     host: Annotated[
         str | None,
         typer.Option(
@@ -113,8 +127,9 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
         str | None,
         typer.Option(
             metavar="KIND",
-            help="Journal: sqlite, memory, or a postgresql:// URL."
-            + _env("store", _DEFAULTS.store),
+            help="Journal: sqlite, memory, or a postgresql://user@host/db URL "
+            "shared by replicas. Give a URL with a password through ECHO_STORE: "
+            "flags show in ps." + _env("store", _DEFAULTS.store),
             show_default=False,
         ),
     ] = None,
@@ -173,12 +188,77 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
             show_default=False,
         ),
     ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="How long finished actions and their events stay in the "
+            "journal (12h, 7d); streams cannot resume from before it."
+            + _env("retention", "7d"),
+            show_default=False,
+        ),
+    ] = None,
+    key_retention: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="How long an idempotency key recognises a repeated assign."
+            + _env("key_retention", "24h"),
+            show_default=False,
+        ),
+    ] = None,
+    lease: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="PostgreSQL journal: how long a replica's claim holds unless "
+            "renewed; a dead replica's work moves on after it." + _env("lease", "30s"),
+            show_default=False,
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Server certificate chain (PEM); with --tls-key serves TLS."
+            + _env("tls_cert", "none: plaintext"),
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Private key of --tls-cert (PEM, unencrypted)."
+            + _env("tls_key", "none"),
+            show_default=False,
+        ),
+    ] = None,
+    tls_client_ca: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Require client certificates signed by this CA (mutual TLS)."
+            + _env("tls_client_ca", "none"),
+            show_default=False,
+        ),
+    ] = None,
+    health_port: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PORT",
+            help="Also serve only health, in plaintext, on this port, for "
+            "probes that cannot speak TLS; 0 is off." + _env("health_port", 0),
+            show_default=False,
+        ),
+    ] = None,
     auth_token: Annotated[
         str | None,
         typer.Option(
             metavar="TOKEN[,TOKEN]",
             help="Bearer tokens every call must present (health and reflection "
-            "stay open). Prefer the environment variable." + _env("auth_token", "none"),
+            "stay open). Prefer the environment variable: flags show in ps."
+            + _env("auth_token", "none"),
             show_default=False,
         ),
     ] = None,
@@ -275,6 +355,13 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
         "max_message_bytes": max_message_bytes,
         "max_read_bytes": max_read_bytes,
         "max_write_bytes": max_write_bytes,
+        "retention": retention,
+        "key_retention": key_retention,
+        "lease": lease,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls_client_ca": tls_client_ca,
+        "health_port": health_port,
         "auth_token": auth_token,
         "metrics_port": metrics_port,
         "metrics_host": metrics_host,
@@ -286,8 +373,9 @@ def serve(  # noqa: PLR0917 - typer maps each parameter to a flag
         "log_level": log_level,
         "log_json": log_json,
     }
+    path = config_file if config_file is not None else os.environ.get("ECHO_CONFIG")
     try:
-        config = load_config(flags)
+        config = load_config(flags, config_file=Path(path) if path else None)
     except ConfigError as exc:
         typer.echo(f"echo-service: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -299,6 +387,10 @@ def run(config: Config) -> int:
     """Serve until told to stop; the exit status."""
     # Imported here so that `--help` stays quick.
     from echo_service.server import build_server  # noqa: PLC0415
+    from echo_service.server._security import (  # noqa: PLC0415
+        TLSConfigError,
+        server_credentials,
+    )
     from echo_service.telemetry import (  # noqa: PLC0415
         RpcTelemetryInterceptor,
         TelemetryConfigError,
@@ -306,13 +398,20 @@ def run(config: Config) -> int:
     )
 
     try:
+        # Certificates first: a bad file is a configuration error (status 2),
+        # found before the journal is opened.
+        credentials = (
+            server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+            if config.tls_cert is not None and config.tls_key is not None
+            else None
+        )
         served = _plan(config)
         telemetry = setup_telemetry(
             metrics_port=config.metrics_port or None,
             metrics_host=config.metrics_host,
             set_global=True,
         )
-    except (PlanLoadError, OSError, TelemetryConfigError) as exc:
+    except (PlanLoadError, OSError, TelemetryConfigError, TLSConfigError) as exc:
         typer.echo(f"echo-service: {exc}", err=True)
         return 2
     try:
@@ -327,6 +426,7 @@ def run(config: Config) -> int:
                         meter_provider=telemetry.meter_provider,
                     )
                 ],
+                credentials=credentials,
                 tracer_provider=telemetry.tracer_provider,
                 meter_provider=telemetry.meter_provider,
             ),

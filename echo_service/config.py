@@ -1,13 +1,15 @@
 """The service's configuration: one frozen record, loaded in one place.
 
 Every setting has a default, an ``ECHO_*`` environment variable and (for the
-ones an operator tunes) a command-line flag. ``load_config`` resolves them in
-this order, first found wins::
+ones an operator tunes) a command-line flag, and may be written in a TOML
+file (``--config`` or ``ECHO_CONFIG``). ``load_config`` resolves them in this
+order, first found wins::
 
-    flag  >  environment  >  default
+    flag  >  environment  >  config file  >  default
 
-A configuration file will slot in between the environment and the defaults;
-``load_config`` is the only function that has to learn about it.
+The file's keys are this record's field names (dashes or underscores); the
+loader is handed the field list, so the file cannot name a setting that does
+not exist, and an unknown key stops the start.
 
 Defaults worth a word:
 
@@ -124,6 +126,21 @@ class Config:
     """Calls open at GOAWAY may run this long; None: for ever."""
     health_check_interval: timedelta = timedelta(seconds=5)
     """How often health is re-checked (executor threads and journal)."""
+    tls_cert: Path | None = None
+    """Server certificate chain (PEM); with ``tls_key`` turns TLS on."""
+    tls_key: Path | None = None
+    """Private key of ``tls_cert`` (PEM, unencrypted)."""
+    tls_client_ca: Path | None = None
+    """CA that must sign client certificates (mutual TLS); needs ``tls_cert``."""
+    health_port: int = 0
+    """Plaintext port serving only health, for probes that cannot speak TLS;
+    0: off."""
+    retention: timedelta = timedelta(days=7)
+    """How long a finished action and its events stay in the journal; a
+    stream resuming from before that misses them."""
+    lease: timedelta = timedelta(seconds=30)
+    """In a shared (PostgreSQL) journal, how long a claim holds unless
+    renewed: a replica that dies gives its work to the others after this."""
 
     def __post_init__(self) -> None:
         problems = _problems(self)
@@ -140,8 +157,8 @@ def env_name(name: str) -> str:
     return "ECHO_" + name.upper()
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"(\d+)\s*([kmg]i?b|b)?")
 _SIZE_SCALE = {
     "b": 1,
@@ -156,14 +173,16 @@ _OFF = frozenset({"off", "none", "never"})
 
 
 def parse_duration(text: str) -> timedelta:
-    """``"1.5s"``, ``"250ms"``, ``"2m"``, ``"1h30m"`` or a number of seconds."""
+    """``"1.5s"``, ``"250ms"``, ``"2m"``, ``"1h30m"``, ``"7d"`` or seconds."""
     value = text.strip().lower()
     try:
         seconds = float(value)
     except ValueError:
         parts = _DURATION_PART.findall(value)
         if not parts or "".join(n + u for n, u in parts) != value:
-            raise ValueError(f"not a duration: {text!r} (try 10s, 500ms, 2m)") from None
+            raise ValueError(
+                f"not a duration: {text!r} (try 10s, 500ms, 2m, 7d)"
+            ) from None
         seconds = sum(float(n) * _DURATION_SCALE[u] for n, u in parts)
     if not math.isfinite(seconds):
         raise ValueError(f"not a finite duration: {text!r}")
@@ -204,6 +223,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_write_bytes": parse_size,
     "max_batch": int,
     "metrics_port": int,
+    "health_port": int,
+    "tls_cert": Path,
+    "tls_key": Path,
+    "tls_client_ca": Path,
     "auth_token": _parse_optional_str,
     "max_connection_age": _parse_optional_duration,
     "max_connection_age_grace": _parse_optional_duration,
@@ -222,46 +245,95 @@ _DURATIONS = frozenset(
 _OPTIONAL_DURATIONS = frozenset(
     f.name for f in fields(Config) if f.type == "timedelta | None"
 )
+_PATHS = frozenset(
+    f.name for f in fields(Config) if f.type in ("Path", "Path | None", Path)
+)
 
 
 def _convert(name: str, raw: object) -> object:
-    """Parse a string from the environment (or a flag given as text)."""
-    if not isinstance(raw, str):
+    """Parse a string from a flag, the environment or the file; take TOML's
+    typed values (a number for a duration is seconds)."""
+    if isinstance(raw, str):
+        if name in _DURATIONS:
+            return parse_duration(raw)
+        if name in _OPTIONAL_DURATIONS:
+            return _parse_optional_duration(raw)
+        return _PARSERS.get(name, str)(raw)
+    if isinstance(raw, timedelta) or raw is None:
         return raw
-    if name in _DURATIONS:
-        return parse_duration(raw)
-    if name in _OPTIONAL_DURATIONS:
-        return _parse_optional_duration(raw)
-    return _PARSERS.get(name, str)(raw)
+    # Typed values, as a TOML file (or a caller) gives them.
+    if isinstance(raw, bool):
+        if name == "log_json":
+            return raw
+        raise ValueError(f"expected {_expected(name)}, not a boolean")
+    if isinstance(raw, int | float) and (name in _DURATIONS | _OPTIONAL_DURATIONS):
+        if not math.isfinite(raw):
+            raise ValueError(f"not a finite duration: {raw!r}")
+        return timedelta(seconds=raw)
+    if isinstance(raw, int) and _PARSERS.get(name) in (int, parse_size):
+        return raw
+    if isinstance(raw, Path) and name in _PATHS:
+        return raw
+    raise ValueError(f"expected {_expected(name)}, not {type(raw).__name__}")
+
+
+def _expected(name: str) -> str:
+    if name in _DURATIONS | _OPTIONAL_DURATIONS:
+        return 'a duration such as "10s" or a number of seconds'
+    if _PARSERS.get(name) in (int, parse_size):
+        return "a number"
+    if name == "log_json":
+        return "true or false"
+    return "a string"
 
 
 def load_config(
     flags: Mapping[str, object | None],
     environ: Mapping[str, str] | None = None,
+    *,
+    config_file: Path | None = None,
 ) -> Config:
     """Resolve every setting: a flag's value (None means not given), else
-    ``ECHO_<NAME>`` from ``environ`` (default ``os.environ``), else default.
+    ``ECHO_<NAME>`` from ``environ`` (default ``os.environ``), else the key in
+    ``config_file`` (TOML), else the default.
 
     Raises:
-        ConfigError: a value does not parse or is out of range; the message
-            names the flag and the variable.
+        ConfigError: a value does not parse or is out of range, or the file
+            cannot be read or names an unknown key; the message names the
+            flag and the variable (or the file and key).
     """
+    # Imported here: the server package imports this module.
+    from echo_service.server._mesh import (  # noqa: PLC0415
+        ConfigFileError,
+        load_config_file,
+    )
+
     env = os.environ if environ is None else environ
     known = {f.name for f in fields(Config)}
     unknown = set(flags) - known
     if unknown:
         raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+    try:
+        from_file = (
+            load_config_file(config_file, known=known)
+            if config_file is not None
+            else {}
+        )
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
     values: dict[str, object] = {}
     for name in sorted(known):
         raw = flags.get(name)
         source = f"--{name.replace('_', '-')}"
         if raw is None and env_name(name) in env:
             raw, source = env[env_name(name)], env_name(name)
+        if raw is None and name in from_file:
+            raw, source = from_file[name], f"{config_file}: {name.replace('_', '-')}"
         if raw is None:
             continue
         try:
             values[name] = _convert(name, raw)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
     return Config(**values)  # type: ignore[arg-type]
 
@@ -297,8 +369,24 @@ def _problems(config: Config) -> list[str]:
         0
     ):
         problems.append(f"{where('max_connection_age')} must be positive, or off")
-    if not 0 <= config.metrics_port <= 65535:
-        problems.append(f"{where('metrics_port')} must be between 0 and 65535")
+    for name in ("metrics_port", "health_port"):
+        value = getattr(config, name)
+        if not 0 <= value <= 65535:
+            problems.append(f"{where(name)} must be between 0 and 65535")
+        elif value and value == config.port:
+            problems.append(f"{where(name)} must differ from {where('port')}")
+    if (config.tls_cert is None) != (config.tls_key is None):
+        problems.append(
+            f"{where('tls_cert')} and {where('tls_key')} go together: give both"
+        )
+    if config.tls_client_ca is not None and config.tls_cert is None:
+        problems.append(
+            f"{where('tls_client_ca')} needs {where('tls_cert')} and "
+            f"{where('tls_key')}: mutual TLS is TLS first"
+        )
+    for name in ("retention", "key_retention", "lease"):
+        if getattr(config, name) <= timedelta(0):
+            problems.append(f"{where(name)} must be positive")
     if config.min_heartbeat_interval > config.max_heartbeat_interval:
         problems.append("the heartbeat bounds are the wrong way round")
     if not config.host:

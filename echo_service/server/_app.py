@@ -38,16 +38,20 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
 from echo_service.config import Config
 from echo_service.engine import DrainReport, Engine, Plan
-from echo_service.server._mesh import MeshSettings
+from echo_service.server._mesh import MeshSettings, start_probe_server
+from echo_service.server._reflection import enable_reflection
 from echo_service.server._runtime import Runtime
-from echo_service.server._security import BearerAuthInterceptor, parse_tokens
+from echo_service.server._security import (
+    BearerAuthInterceptor,
+    parse_tokens,
+    server_credentials,
+)
 from echo_service.server._servicer import EchoServicer
 from echo_service.store import Store, open_store
 
@@ -82,10 +86,17 @@ def build_server(
             (and the server closes it when it stops).
         interceptors: ``grpc.aio`` server interceptors, outermost first
             (telemetry, then authentication).
-        credentials: TLS credentials; None listens in plaintext.
+        credentials: TLS credentials; None takes them from ``config.tls_*``
+            (plaintext when those are unset).
         tracer_provider: where the engine's spans go; None: the global one.
         meter_provider: where the engine's metrics go; None: the global one.
     """
+    if credentials is None and config.tls_cert is not None:
+        # Before the journal opens, so a bad file fails first (TLSConfigError).
+        assert config.tls_key is not None  # Config checks they come together
+        credentials = server_credentials(
+            config.tls_cert, config.tls_key, config.tls_client_ca
+        )
     owns_store = store is None
     if store is None:
         store = open_store(
@@ -99,6 +110,9 @@ def build_server(
             max_waiting=config.max_waiting,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            retention=config.retention,
+            key_retention=config.key_retention,
+            lease=config.lease,
         )
     except BaseException:
         if owns_store:
@@ -147,6 +161,8 @@ class EchoServer:
         self._drain_task: asyncio.Task[DrainReport] | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._probe: grpc.aio.Server | None = None
+        self._probe_port: int | None = None
 
     # -- the synchronous face -------------------------------------------------
 
@@ -156,6 +172,11 @@ class EchoServer:
         if self._port is None:
             raise RuntimeError("the server has not started")
         return self._port
+
+    @property
+    def health_port(self) -> int | None:
+        """The plaintext health-only port, when ``config.health_port`` is set."""
+        return self._probe_port
 
     @property
     def address(self) -> str:
@@ -267,12 +288,8 @@ class EchoServer:
         )
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
+        enable_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
             server,
         )
         address = f"{_bracketed(config.host)}:{config.port}"
@@ -290,6 +307,19 @@ class EchoServer:
         self._port = port
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if config.health_port:
+            # Shares the HealthServicer: both ports always report the same.
+            try:
+                self._probe, self._probe_port = await start_probe_server(
+                    self._health, host=config.host, port=config.health_port
+                )
+            except BaseException:
+                await server.stop(None)
+                raise
+            if not self._probe_port:
+                await self._probe.stop(None)
+                await server.stop(None)
+                raise OSError(f"cannot listen for health on port {config.health_port}")
         self._watcher = asyncio.get_running_loop().create_task(self._watch_health())
 
     async def _watch_health(self) -> None:
@@ -363,6 +393,9 @@ class EchoServer:
             await self._drain(grace)
         finally:
             await self._server.stop(self.config.stop_timeout.total_seconds())
+            # The probe port last: probes see NOT_SERVING for the whole drain.
+            if self._probe is not None:
+                await self._probe.stop(None)
             # gRPC has cancelled the calls still open; let their handlers
             # run their cleanup (closing feeds, joining reader threads).
             await runtime.end_streams(self.config.stop_timeout)

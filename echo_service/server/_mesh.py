@@ -342,6 +342,9 @@ KNOWN_SETTINGS: frozenset[str] = frozenset(
         "min_heartbeat_interval",
         "max_heartbeat_interval",
         "stop_timeout",
+        "health_check_interval",
+        "retention",
+        "lease",
         # the production surface
         "auth_token",
         "tls_cert",

@@ -222,15 +222,6 @@ def test_ghz_puts_a_short_load_on_assign_without_errors(
     assert report["rps"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "server reflection cannot resolve a method's full name "
-        "(echo.v1.EchoService.Assign): protobuf's upb descriptor pool finds "
-        "services and messages but not methods, so ghz (and grpcurl describe "
-        "of a method) fail without the .proto files"
-    ),
-)
 def test_ghz_finds_assign_through_server_reflection(live_server: LiveServer) -> None:
     ghz = need("ghz", where=TOOLS)
     done = subprocess.run(
