@@ -72,7 +72,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -656,9 +656,14 @@ class Engine:
         action_ids: Iterable[str] = frozenset(),
         names: Iterable[str] = frozenset(),
         buffer: int = 1024,
+        notify: Callable[[], None] | None = None,
     ) -> Subscription:
         """Events from now on (``after=None``), or every journaled event above
-        ``after`` and then live ones, with no gap and no duplicate."""
+        ``after`` and then live ones, with no gap and no duplicate.
+
+        ``notify`` is called from any thread when events become available or
+        the subscription ends; with it, a reader polls ``get(0)`` and runs
+        ``fill`` off its event loop (see ``Subscription``)."""
         sub = Subscription(
             after=after,
             action_ids=frozenset(action_ids),
@@ -666,12 +671,18 @@ class Engine:
             buffer=buffer,
             replay=self._replay,
             on_close=self._drop_sub,
+            notify=notify,
         )
         with self._subs_lock:
             if self._phase is _Phase.CLOSED:
                 raise errors.Unavailable("the engine is closed")
             self._subs = (*self._subs, sub)
         return sub
+
+    @property
+    def last_sequence(self) -> int:
+        """The highest committed event sequence; 0 for an empty journal."""
+        return self._store.last_sequence()
 
     def _drop_sub(self, sub: Subscription) -> None:
         with self._subs_lock:
