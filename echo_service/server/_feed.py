@@ -1,37 +1,35 @@
-"""Engine subscriptions read from asyncio, without a server thread per stream.
+"""Engine subscriptions read from asyncio, without a thread per stream.
 
-An engine ``Subscription`` is a blocking queue filled on the journal's writer
-thread. A stream handler runs on the event loop and must never block it, so
-a ``Feed`` moves events from the subscription into a small asyncio queue:
+An engine ``Subscription`` is filled on the journal's writer thread. A stream
+handler runs on the event loop and must never block it, so a ``Feed`` moves
+events from the subscription into a small asyncio queue:
 
-* When the engine's ``subscribe`` takes a ``notify`` callable, the engine
-  calls it when events arrive; it only schedules ``_pump`` on the loop, which
-  takes what is ready with non-blocking ``get(0)`` calls. No thread at all.
-* Otherwise one reader thread per feed blocks in ``get`` with a short timeout
-  and hands each event to the loop. The thread belongs to the feed: ``aclose``
-  stops it and joins it, so it never outlives its call. This is the path in
-  use today: the engine's ``subscribe`` has no ``notify`` yet, and its
-  ``get`` reads the journal while it replays, which must not happen on the
-  loop. So an open stream costs a thread (mostly asleep), not a pool slot.
+* The engine calls the feed's ``notify`` (from its own thread) when events
+  arrive or the subscription ends. ``notify`` only schedules ``_pump`` on the
+  loop, at most once until that pump ran, so a burst of commits costs one
+  wake-up of the loop per feed, not one per event.
+* ``_pump`` takes what is ready with non-blocking ``get(0)`` calls, which
+  never read the journal. While the subscription replays from the journal,
+  ``get(0)`` asks for a page instead (``needs_fill``) and the feed reads it
+  with ``fill`` on the server's pool (``run_blocking``); ``fill`` notifies
+  when the page is in. One page is read at a time.
 
-Either way at most ``window`` events wait in the asyncio queue. A consumer
-that does not keep up leaves the rest in the subscription's own bounded
-buffer, and when that overflows the engine raises ``SlowConsumer``, which the
-feed hands on in order after the events before it. Memory stays bounded.
+At most ``window`` events wait in the asyncio queue. A consumer that does not
+keep up leaves the rest in the subscription's own bounded buffer, and when
+that overflows the engine raises ``SlowConsumer``, which the feed hands on in
+order after the events before it. Memory stays bounded.
 
-Ownership: the loop owns the asyncio queue and every attribute but ``_stop``
-(a threading.Event shared with the reader thread) and ``_slots`` (a
-threading.Semaphore counting free places in the queue for the thread).
+Ownership: the loop owns the queue and every attribute; the only thing other
+threads touch is ``_wake_pending``, a flag ``notify`` sets and the loop
+clears (a lost race only costs one extra, harmless pump).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from echo_service import errors
@@ -40,9 +38,6 @@ from echo_service.engine import ActionEvent
 __all__ = ["CLOSED", "TIMEOUT", "Feed", "open_feed"]
 
 logger = logging.getLogger(__name__)
-
-_POLL_SECONDS = 0.2  # how long the reader thread blocks before checking _stop
-_BATCH = 64  # most events the reader thread hands over in one wake-up
 
 
 class _Marker:
@@ -59,13 +54,7 @@ CLOSED: Final = _Marker("CLOSED")
 """``interrupt`` was called: the owner wants the stream to end."""
 
 Item = ActionEvent | _Marker
-
-
-def _accepts_notify(subscribe: Callable[..., Any]) -> bool:
-    try:
-        return "notify" in inspect.signature(subscribe).parameters
-    except (TypeError, ValueError):
-        return False
+RunBlocking = Callable[..., Awaitable[Any]]
 
 
 async def open_feed(
@@ -76,25 +65,29 @@ async def open_feed(
     names: frozenset[str] = frozenset(),
     buffer: int,
     window: int = 256,
-    run_blocking: Callable[..., Any],
+    run_blocking: RunBlocking,
 ) -> Feed:
     """Subscribe and return a running feed.
 
-    ``run_blocking(fn, *args)`` runs ``fn`` off the loop and returns an
-    awaitable: subscribing with ``after`` reads the journal.
+    ``run_blocking(fn)`` runs ``fn`` off the loop and returns an awaitable:
+    the feed reads replay pages with it. Subscribing itself does not block.
     """
     loop = asyncio.get_running_loop()
-    feed = Feed(loop, window=window, action_ids=action_ids, names=names)
-    kwargs: dict[str, Any] = {
-        "after": after,
-        "action_ids": action_ids,
-        "names": names,
-        "buffer": buffer,
-    }
-    if _accepts_notify(engine.subscribe):
-        kwargs["notify"] = feed.notify
-    subscription = await run_blocking(lambda: engine.subscribe(**kwargs))
-    feed.attach(subscription, threaded="notify" not in kwargs)
+    feed = Feed(
+        loop,
+        window=window,
+        action_ids=action_ids,
+        names=names,
+        run_blocking=run_blocking,
+    )
+    subscription = engine.subscribe(
+        after=after,
+        action_ids=action_ids,
+        names=names,
+        buffer=buffer,
+        notify=feed.notify,
+    )
+    feed.attach(subscription)
     return feed
 
 
@@ -108,103 +101,77 @@ class Feed:
         window: int,
         action_ids: frozenset[str] = frozenset(),
         names: frozenset[str] = frozenset(),
+        run_blocking: RunBlocking,
     ) -> None:
         self.action_ids = action_ids
         self.names = names
         self._loop = loop
         self._window = window
+        self._run_blocking = run_blocking
         self._queue: asyncio.Queue[Item | BaseException] = asyncio.Queue()
         self._subscription: Any = None
-        self._thread: threading.Thread | None = None
-        self._thread_done = asyncio.Event()
-        self._stop = threading.Event()
-        self._slots = threading.Semaphore(window)
-        self._pump_scheduled = False
+        self._wake_pending = False
+        self._filling: asyncio.Task[None] | None = None
         self._failed = False  # the subscription raised; nothing more comes
+        self._closed = False
         self.delivered = 0
         """The highest sequence handed out by ``next``."""
 
     # -- wiring ------------------------------------------------------------
 
-    def attach(self, subscription: Any, *, threaded: bool) -> None:
+    @property
+    def subscription(self) -> Any:
+        return self._subscription
+
+    def attach(self, subscription: Any) -> None:
         self._subscription = subscription
-        if threaded:
-            self._thread = threading.Thread(
-                target=self._read, name="echo-feed", daemon=True
-            )
-            self._thread.start()
-        else:
-            self._pump()
+        self._pump()
 
     def notify(self) -> None:
         """The engine's callback: events are ready. Any thread; never blocks."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         # A closed loop means the server is gone; nobody waits any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._schedule_pump)
+            self._loop.call_soon_threadsafe(self._woken)
 
-    def _schedule_pump(self) -> None:
-        if not self._pump_scheduled:
-            self._pump_scheduled = True
-            self._loop.call_soon(self._pump)
+    def _woken(self) -> None:
+        self._wake_pending = False
+        self._pump()
 
     def _pump(self) -> None:
         """Move ready events into the queue, up to the window. Loop only."""
-        self._pump_scheduled = False
-        while not self._failed and self._queue.qsize() < self._window:
+        subscription = self._subscription
+        if subscription is None or self._closed:
+            return
+        queue = self._queue
+        while not self._failed and queue.qsize() < self._window:
             try:
-                event = self._subscription.get(0)
+                event = subscription.get(0)
             except BaseException as exc:  # handed to the consumer in order
                 self._failed = True
-                self._queue.put_nowait(exc)
+                queue.put_nowait(exc)
                 return
             if event is None:
+                if self._filling is None and getattr(subscription, "needs_fill", False):
+                    self._filling = self._loop.create_task(self._fill())
                 return
-            self._queue.put_nowait(event)
+            queue.put_nowait(event)
 
-    def _read(self) -> None:
-        """The reader thread of a subscription without ``notify``.
-
-        It blocks for one event, then takes whatever else is ready at once
-        (as far as free slots allow) and hands the batch over in one wake-up
-        of the loop: a wake-up per event would cost more than the event.
-        """
+    async def _fill(self) -> None:
+        """Read one replay page on the pool; the subscription notifies."""
         try:
-            while not self._stop.is_set():
-                if not self._slots.acquire(timeout=_POLL_SECONDS):
-                    continue
-                batch: list[Item | BaseException] = []
-                try:
-                    event = self._subscription.get(_POLL_SECONDS)
-                    if event is None:
-                        self._slots.release()
-                        continue
-                    batch.append(event)
-                    while len(batch) < _BATCH and self._slots.acquire(blocking=False):
-                        event = self._subscription.get(0)
-                        if event is None:
-                            self._slots.release()
-                            break
-                        batch.append(event)
-                except BaseException as exc:
-                    batch.append(exc)
-                    self._hand_over(batch)
-                    return
-                if not self._hand_over(batch):
-                    return
+            await self._run_blocking(self._subscription.fill)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self._failed and not self._closed:
+                self._failed = True
+                self._queue.put_nowait(exc)
         finally:
-            with contextlib.suppress(RuntimeError):  # the loop is closed
-                self._loop.call_soon_threadsafe(self._thread_done.set)
-
-    def _hand_over(self, batch: list[Item | BaseException]) -> bool:
-        try:
-            self._loop.call_soon_threadsafe(self._enqueue, batch)
-        except RuntimeError:  # the loop is closed
-            return False
-        return True
-
-    def _enqueue(self, batch: list[Item | BaseException]) -> None:
-        for item in batch:
-            self._queue.put_nowait(item)
+            self._filling = None
+        self._pump()
 
     # -- consuming -----------------------------------------------------------
 
@@ -242,7 +209,7 @@ class Feed:
         try:
             item = self._queue.get_nowait()
         except asyncio.QueueEmpty:
-            if self._thread is None and not self._failed:
+            if not self._failed:
                 self._pump()
                 if not self._queue.empty():
                     return self.next_nowait()
@@ -254,9 +221,7 @@ class Feed:
             raise item
         if isinstance(item, ActionEvent):
             self.delivered = max(self.delivered, item.sequence)
-            if self._thread is not None:
-                self._slots.release()
-            else:
+            if self._queue.qsize() < self._window // 2 or self._queue.empty():
                 self._pump()
         return item
 
@@ -267,10 +232,11 @@ class Feed:
     async def flush(self) -> list[ActionEvent]:
         """Stop reading and return every event still on the way, in order.
 
-        After this the feed only answers ``next_nowait`` from what is left.
+        Events the journal still holds for a replay stay there: the final
+        message's position tells the client where to resume.
         Raises what the subscription raised, like ``next``.
         """
-        await self._stop_thread()
+        await self._stop_filling()
         events: list[ActionEvent] = []
         while True:
             try:
@@ -295,23 +261,20 @@ class Feed:
         return events
 
     async def aclose(self) -> None:
-        """Close the subscription and join the reader thread, if any."""
-        await self._stop_thread()
+        """Close the subscription; a page read in flight is abandoned."""
+        self._closed = True
+        await self._stop_filling()
         if self._subscription is not None:
             try:
                 self._subscription.close()
             except errors.EchoError:
                 logger.debug("closing a subscription failed", exc_info=True)
 
-    async def _stop_thread(self) -> None:
-        thread = self._thread
-        if thread is None:
+    async def _stop_filling(self) -> None:
+        task = self._filling
+        if task is None:
             return
-        self._stop.set()
-        self._slots.release()  # wake it if it waits for a slot
-        if thread.is_alive():
-            await self._thread_done.wait()
-        thread.join()
-        self._thread = None
-        # Whatever the thread handed over is already queued behind the done
-        # callback, or queued before it: call_soon_threadsafe keeps order.
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self._filling = None

@@ -41,11 +41,14 @@ class FakeSubscription:
         self._cond = threading.Condition()
         self.closed = False
         self.last_sequence = 0
+        self.notify: Callable[[], None] | None = None
 
     def put(self, *items: ActionEvent | BaseException) -> None:
         with self._cond:
             self._items.extend(items)
             self._cond.notify_all()
+        if self.notify is not None:
+            self.notify()
 
     def get(self, timeout: float | None) -> ActionEvent | None:
         with self._cond:
@@ -66,10 +69,15 @@ class FakeSubscription:
 
 
 class ThreadedEngine:
+    """An engine whose subscription notifies from another thread."""
+
     def __init__(self, subscription: FakeSubscription) -> None:
         self.subscription = subscription
 
-    def subscribe(self, **options: Any) -> FakeSubscription:
+    def subscribe(
+        self, *, notify: Callable[[], None], **options: Any
+    ) -> FakeSubscription:
+        self.subscription.notify = notify
         return self.subscription
 
 
