@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import TypeVar, cast
 
 from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 
@@ -50,6 +50,7 @@ from echo_service.engine import (
 from echo_service.errors import FieldViolation, InvalidArgument
 
 __all__ = [
+    "EventMessages",
     "Limits",
     "action_to_proto",
     "duration",
@@ -60,6 +61,7 @@ __all__ = [
     "value_to_proto",
 ]
 
+_M = TypeVar("_M")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_DURATION_SECONDS = 315_576_000_000  # the Duration message's own bound
 _NANOS = 1_000_000_000
@@ -614,6 +616,44 @@ def event_to_proto(
     if event.retry_delay is not None:
         out.retry_delay.CopyFrom(duration(event.retry_delay))
     return out
+
+
+class EventMessages:
+    """Each event converted once, shared by every listener of one server.
+
+    Every stream sees the same events in the same ascending order, so a
+    small cache keyed by sequence serves them all; the oldest entries go
+    first. Loop only: no lock. The messages handed out are shared and must
+    not be changed by their users (copying them into a response is fine).
+    """
+
+    def __init__(
+        self, signatures: Mapping[str, ActionSignature], *, capacity: int = 4096
+    ) -> None:
+        self._signatures = signatures
+        self._capacity = capacity
+        self._events: dict[int, action_pb2.ActionEvent] = {}
+        self._stream: dict[int, echo_service_pb2.StreamResponse] = {}
+
+    def event(self, event: ActionEvent) -> action_pb2.ActionEvent:
+        message = self._events.get(event.sequence)
+        if message is None:
+            message = event_to_proto(event, self._signatures)
+            self._put(self._events, event.sequence, message)
+        return message
+
+    def stream_response(self, event: ActionEvent) -> echo_service_pb2.StreamResponse:
+        """The whole ``StreamResponse`` of an event: identical on every Stream."""
+        message = self._stream.get(event.sequence)
+        if message is None:
+            message = echo_service_pb2.StreamResponse(event=self.event(event))
+            self._put(self._stream, event.sequence, message)
+        return message
+
+    def _put(self, cache: dict[int, _M], key: int, message: _M) -> None:
+        if len(cache) >= self._capacity:
+            del cache[next(iter(cache))]
+        cache[key] = message
 
 
 def _type_ref_to_proto(ref: TypeRef) -> action_pb2.TypeRef:

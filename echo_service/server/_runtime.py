@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from echo_service.config import Config
 from echo_service.engine import ActionSignature, Engine
-from echo_service.server._convert import Limits
+from echo_service.server._convert import EventMessages, Limits
 from echo_service.store import Store
 
 __all__ = ["Closable", "Runtime"]
@@ -51,10 +51,13 @@ class Runtime:
     """Streams are being ended; new ones are refused."""
     streams: set[Closable] = field(default_factory=set)
     all_streams_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    messages: EventMessages = field(init=False)
+    """Events converted to protobuf once, shared by every stream and session."""
 
     def __post_init__(self) -> None:
         if not self.signatures:
             self.signatures = {s.name: s for s in self.engine.signatures}
+        self.messages = EventMessages(self.signatures)
         self.all_streams_ended.set()
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:

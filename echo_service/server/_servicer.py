@@ -41,7 +41,6 @@ from echo_service.server._common import (
 from echo_service.server._connect import Session
 from echo_service.server._convert import (
     action_to_proto,
-    event_to_proto,
     signature_to_proto,
     spec_from_proto,
 )
@@ -276,6 +275,8 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
             yield echo_service_pb2.StreamResponse(heartbeat=heartbeat(start))
             async for message in _stream_messages(feed, interval, rt):
                 yield message
+        except errors.SlowConsumer as exc:
+            await self._fail(context, exc, "Stream")
         finally:
             rt.close_stream(feed)
             await feed.aclose()
@@ -332,9 +333,15 @@ def _end(reason: str, *, retryable: bool, last: int) -> echo_service_pb2.StreamR
 async def _stream_messages(
     feed: Feed, interval: timedelta, rt: Runtime
 ) -> AsyncIterator[echo_service_pb2.StreamResponse]:
-    """Events, heartbeats when idle, and a StreamEnd when the server ends it."""
+    """Events, heartbeats when idle, and a StreamEnd when the server ends it.
+
+    A listener that fell behind its buffer gets a retryable StreamEnd with
+    the position to resume from, and then the call ends RESOURCE_EXHAUSTED
+    (raised here, after the final message): a client that reads to the end
+    of the call learns why without parsing the reason.
+    """
     seconds = interval.total_seconds()
-    signatures = rt.signatures
+    messages = rt.messages
     try:
         while True:
             item: Any = await feed.next(seconds)
@@ -344,17 +351,14 @@ async def _stream_messages(
                 )
             elif item is CLOSED:
                 for event in await feed.flush():
-                    yield echo_service_pb2.StreamResponse(
-                        event=event_to_proto(event, signatures)
-                    )
+                    yield messages.stream_response(event)
                 yield _end("server shutting down", retryable=True, last=feed.position)
                 return
             else:
-                yield echo_service_pb2.StreamResponse(
-                    event=event_to_proto(item, signatures)
-                )
+                yield messages.stream_response(item)
     except errors.SlowConsumer as exc:
         logger.info("ended a stream that fell behind at sequence %d", exc.last_sequence)
         yield _end("listener too slow", retryable=True, last=exc.last_sequence)
+        raise
     except errors.Unavailable:
         yield _end("server shutting down", retryable=True, last=feed.position)

@@ -16,6 +16,7 @@ import pytest
 from echo_service import errors
 from echo_service._proto.echo.v1 import echo_service_pb2
 from echo_service.engine import ActionEvent, State
+from echo_service.server._convert import EventMessages
 from echo_service.server._feed import CLOSED, TIMEOUT, open_feed
 from echo_service.server._servicer import _stream_messages
 
@@ -175,15 +176,17 @@ def test_a_slow_stream_ends_with_a_retryable_final_message() -> None:
 
     class Rt:
         signatures: ClassVar[dict[str, Any]] = {}
+        messages = EventMessages({})
 
     async def scenario() -> list[echo_service_pb2.StreamResponse]:
         feed = await open_feed(
             ThreadedEngine(subscription), after=0, buffer=8, run_blocking=_direct
         )
-        messages = [
-            m
-            async for m in _stream_messages(feed, timedelta(seconds=5), Rt())  # type: ignore[arg-type]
-        ]
+        messages: list[echo_service_pb2.StreamResponse] = []
+        # The final message comes first, then the call's status.
+        with pytest.raises(errors.SlowConsumer):
+            async for m in _stream_messages(feed, timedelta(seconds=5), Rt()):  # type: ignore[arg-type]
+                messages.append(m)
         await feed.aclose()
         return messages
 
