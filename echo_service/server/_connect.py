@@ -16,9 +16,12 @@ is not known yet. When the assign returns, its held events follow its
 matched none are dropped.
 
 Known cost: the own feed carries every event of the server, and the session
-drops the ones of other actions. The engine's subscriptions take a fixed
-filter; one whose action-id filter could grow as the session assigns would
-let the engine drop them instead.
+drops the ones of other actions. Engine subscriptions can now grow their
+id filter (``add_action_ids``), but only an id added before its action is
+journaled misses none of its events, and the engine makes the id inside
+``assign``, after which the ACCEPTED event may already have gone by. Using
+the growing filter here needs an assign that hands out the ids before it
+journals them (a prepare step, then the insert).
 
 Flow control: at most ``config.session_window`` events are sent and not yet
 acknowledged; beyond that the feeds wait (their subscriptions' bounded
