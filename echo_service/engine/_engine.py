@@ -116,6 +116,7 @@ from echo_service.errors import FieldViolation
 from echo_service.store import (
     ActionRecord,
     EventRecord,
+    Inserted,
     NewAction,
     State,
     Store,
@@ -139,6 +140,22 @@ class _Phase(Enum):
     RUNNING = "running"
     DRAINING = "draining"
     CLOSED = "closed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PendingAssign:
+    """Actions validated and prepared by ``Engine.begin_assign``, not yet
+    journaled. Hand it to ``finish_assign`` (or ``submit_assign``) once."""
+
+    news: list[NewAction]
+    now: float
+    local_ids: frozenset[str]
+
+    @property
+    def ids(self) -> list[str]:
+        """The new actions' ids, in order (a repeated idempotency key later
+        answers with the first action's id instead)."""
+        return [n.id for n in self.news]
 
 
 class Engine:
@@ -401,9 +418,32 @@ class Engine:
     def assign(self, specs: Sequence[ActionSpec]) -> list[Assigned]:
         """Validate every spec, journal all in one transaction, durable on
         return. Field paths in errors are ``actions[i]....``."""
-        return self._assign(
-            specs, prefixes=[f"actions[{i}]" for i in range(len(specs))]
-        )
+        return self.finish_assign(self.begin_assign(specs))
+
+    def begin_assign(self, specs: Sequence[ActionSpec]) -> PendingAssign:
+        """The first half of ``assign``: validate and prepare, no journal I/O.
+
+        Cheap enough for an event loop (per action: checks, an id, a short
+        span, an encode). The ids are final from here on, so a listener can
+        widen its filter before the actions are journaled. Raises what
+        ``assign`` raises for bad input, a full queue or a shutdown.
+        """
+        return self._begin(specs, prefixes=[f"actions[{i}]" for i in range(len(specs))])
+
+    def finish_assign(self, pending: PendingAssign) -> list[Assigned]:
+        """The second half: journal in one transaction; durable on return."""
+        return self.complete_assign(pending, self._store.insert(pending.news))
+
+    def submit_assign(self, pending: PendingAssign) -> Future[list[Inserted]] | None:
+        """Journal without waiting, when the store can: a future that resolves
+        (on a store thread) once durable; pass its result to
+        ``complete_assign`` on the caller's side. None when the store has
+        no such call; then use ``finish_assign`` off the loop."""
+        submit = getattr(self._store, "insert_async", None)
+        if submit is None:
+            return None
+        future: Future[list[Inserted]] = submit(pending.news)
+        return future
 
     def _assign(
         self,
@@ -414,6 +454,20 @@ class Engine:
         keys: Sequence[str | None] | None = None,
         local: bool = False,
     ) -> list[Assigned]:
+        pending = self._begin(
+            specs, prefixes=prefixes, parent_id=parent_id, keys=keys, local=local
+        )
+        return self.finish_assign(pending)
+
+    def _begin(
+        self,
+        specs: Sequence[ActionSpec],
+        *,
+        prefixes: Sequence[str],
+        parent_id: str | None = None,
+        keys: Sequence[str | None] | None = None,
+        local: bool = False,
+    ) -> PendingAssign:
         if self._phase in (_Phase.DRAINING, _Phase.CLOSED):
             raise errors.Unavailable(
                 "the engine is shutting down", retry_after=_RETRY_HINT
@@ -457,7 +511,15 @@ class Engine:
                         new, owner=self._owner, lease_until=lease_until
                     )
                     local_ids.add(new.id)
-        inserted = self._store.insert(news)
+        return PendingAssign(news, now, frozenset(local_ids))
+
+    def complete_assign(
+        self, pending: PendingAssign, inserted: Sequence[Inserted]
+    ) -> list[Assigned]:
+        """After the journal: count, schedule, run children here, wake the
+        feeder, answer. May submit a journal write (SCHEDULED events)."""
+        now = pending.now
+        local_ids = pending.local_ids
         fresh = [i.record for i in inserted if not i.duplicate]
         with self._waiting_lock:
             self._waiting += len(fresh)
