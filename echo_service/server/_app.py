@@ -44,6 +44,7 @@ from opentelemetry.trace import TracerProvider
 from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
 from echo_service.config import Config
 from echo_service.engine import DrainReport, Engine, Plan
+from echo_service.server._decode import DecodeGuardInterceptor
 from echo_service.server._mesh import MeshSettings, start_probe_server
 from echo_service.server._reflection import enable_reflection
 from echo_service.server._runtime import Runtime
@@ -280,6 +281,8 @@ class EchoServer:
             if config.admin_token:
                 tokens.append(config.admin_token)
             interceptors.append(BearerAuthInterceptor(tokens))
+        # Innermost: requests are decoded only after authentication passed.
+        interceptors.append(DecodeGuardInterceptor(f"/{SERVICE_NAME}/"))
         server = grpc.aio.server(
             interceptors=interceptors, options=mesh_settings(config).server_options()
         )

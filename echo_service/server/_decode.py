@@ -1,0 +1,163 @@
+"""Requests that are not protobuf messages get INVALID_ARGUMENT.
+
+``grpc.aio`` turns an exception raised by a request deserializer into
+UNKNOWN, which tells a client nothing and looks like a server bug. This
+interceptor takes deserialization over for Echo's methods: the servicer's
+handler receives the raw bytes through an identity deserializer, decodes
+them here, and a message that does not parse is refused as
+INVALID_ARGUMENT naming the expected type. For streamed requests the
+decoding error is raised from the request iterator as
+``errors.InvalidArgument``, which the servicer maps like any other; a
+bidirectional call is ended with INVALID_ARGUMENT from the iterator itself.
+
+It runs innermost (after authentication), so nothing is parsed for a caller
+without a valid token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from echo_service import errors
+from echo_service.server._status import problem_for, rpc_status_for
+
+__all__ = ["DecodeGuardInterceptor"]
+
+logger = logging.getLogger(__name__)
+
+Deserializer = Callable[[bytes], Any]
+
+
+def _decode(deserialize: Deserializer, raw: bytes, method: str) -> Any:
+    try:
+        return deserialize(raw)
+    except Exception as exc:
+        logger.debug("%s: undecodable request: %s", method, exc)
+        name = method.rsplit("/", 1)[-1]
+        raise errors.InvalidArgument(
+            f"the request is not a valid {name} request message"
+        ) from None
+
+
+class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Decode requests of methods under ``prefix`` itself (see module doc)."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method or ""
+        if (
+            handler is None
+            or not method.startswith(self._prefix)
+            or handler.request_deserializer is None
+        ):
+            return handler
+        deserialize: Deserializer = handler.request_deserializer
+        serializer = handler.response_serializer
+        if handler.request_streaming:
+            return _streamed(handler, deserialize, serializer, method)
+        if handler.response_streaming:
+            behavior = handler.unary_stream
+            if not inspect.isasyncgenfunction(behavior):
+                return handler
+
+            async def stream(raw: bytes, context: Any) -> AsyncIterator[Any]:
+                try:
+                    request = _decode(deserialize, raw, method)
+                except errors.InvalidArgument as exc:
+                    await _refuse(context, exc, method)
+                async for item in behavior(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, response_serializer=serializer
+            )
+        behavior = handler.unary_unary
+        if not inspect.iscoroutinefunction(behavior):
+            return handler
+
+        async def unary(raw: bytes, context: Any) -> Any:
+            try:
+                request = _decode(deserialize, raw, method)
+            except errors.InvalidArgument as exc:
+                await _refuse(context, exc, method)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, response_serializer=serializer
+        )
+
+
+def _streamed(
+    handler: Any, deserialize: Deserializer, serializer: Any, method: str
+) -> Any:
+    async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+        async for raw in requests:
+            yield _decode(deserialize, raw, method)
+
+    if handler.response_streaming:
+        behavior = handler.stream_stream
+        if not inspect.isasyncgenfunction(behavior):
+            return handler
+
+        async def both(requests: AsyncIterator[bytes], context: Any) -> Any:
+            # A session reads its requests in a task of its own, where an
+            # exception would be lost and the call left open. So the reader
+            # records the problem and cancels this (the call's) task, which
+            # then ends the call itself: only the call's task may abort it,
+            # as a second task's abort races the call's own writes.
+            call = asyncio.current_task()
+            assert call is not None
+            failure: list[errors.InvalidArgument] = []
+
+            async def checked() -> AsyncIterator[Any]:
+                async for raw in requests:
+                    try:
+                        item = _decode(deserialize, raw, method)
+                    except errors.InvalidArgument as exc:
+                        failure.append(exc)
+                        call.cancel()
+                        return
+                    yield item
+
+            try:
+                async for item in behavior(checked(), context):
+                    yield item
+            except asyncio.CancelledError:
+                if not failure:
+                    raise
+                call.uncancel()
+            if failure:
+                await _refuse(context, failure[0], method)
+
+        return grpc.stream_stream_rpc_method_handler(
+            both, response_serializer=serializer
+        )
+    behavior = handler.stream_unary
+    if not inspect.iscoroutinefunction(behavior):
+        return handler
+
+    async def client_stream(requests: AsyncIterator[bytes], context: Any) -> Any:
+        return await behavior(decoded(requests), context)
+
+    return grpc.stream_unary_rpc_method_handler(
+        client_stream, response_serializer=serializer
+    )
+
+
+async def _refuse(context: Any, exc: errors.InvalidArgument, method: str) -> NoReturn:
+    await context.abort_with_status(rpc_status_for(problem_for(exc, rpc=method)))
+    raise AssertionError("abort returned")  # pragma: no cover
