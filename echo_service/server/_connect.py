@@ -7,21 +7,17 @@ carry the assign's request id; events of a subscription carry the
 subscribe's id.
 
 How assigned actions' events are found: the session's first assign opens one
-feed of every event from the journal's current sequence on (``own`` feed).
-An event whose action the session assigned is sent tagged with the assign's
-id. An event of an unknown action that arrives while an assign is still
-waiting for the journal is held: it may be that assign's own action, whose id
-is not known yet. When the assign returns, its held events follow its
-``assigned`` answer in order; when no assign is waiting, held events that
-matched none are dropped.
+feed (``own``) whose subscription listens to no action at first and whose
+id filter grows: each assign adds its action's id after the engine prepared
+it and before it is journaled, so the engine drops every other action's
+events and none of the session's is missed. An event of an action whose
+assign is still waiting for the journal is held: its id is not routed yet.
+When the assign returns, its held events follow its ``assigned`` answer in
+order; when no assign is waiting, held events that matched none are dropped.
 
-Known cost: the own feed carries every event of the server, and the session
-drops the ones of other actions. Engine subscriptions can now grow their
-id filter (``add_action_ids``), but only an id added before its action is
-journaled misses none of its events, and the engine makes the id inside
-``assign``, after which the ACCEPTED event may already have gone by. Using
-the growing filter here needs an assign that hands out the ids before it
-journals them (a prepare step, then the insert).
+Known gap: an assign that repeats an idempotency key answers with the first
+action, whose id joins the filter only with the answer; events of that
+action between its journal commit and the answer are not sent.
 
 Flow control: at most ``config.session_window`` events are sent and not yet
 acknowledged; beyond that the feeds wait (their subscriptions' bounded
@@ -93,6 +89,9 @@ class Session:
         self._forwarders: set[asyncio.Task[None]] = set()
         self._own: Feed | None = None
         self._own_opening: asyncio.Lock = asyncio.Lock()
+        # Every action id the own feed listens for. The "" id matches no
+        # action, and it keeps the filter from being empty (all actions).
+        self._own_ids: frozenset[str] = frozenset({""})
         self._owned: dict[str, str] = {}  # action id -> its assign's request id
         self._held: list[ActionEvent] = []
         self._pending_assigns = 0
@@ -270,7 +269,9 @@ class Session:
                     "an action is required", [FieldViolation("action", "required")]
                 )
             await self._ensure_own_feed()
-            response = await self._servicer.assign_one(request.action, self._trace)
+            response = await self._servicer.assign_one(
+                request.action, self._trace, before_journal=self._listen_for
+            )
         except Exception as exc:
             self._error(rid, exc, "assign")
             self._active.discard(rid)
@@ -278,6 +279,8 @@ class Session:
             return
         # From here to the end: no await, so no event can slip in between.
         action_id = response.action.id
+        if response.duplicate:
+            self._listen_for([action_id])
         self._send(echo_service_pb2.ConnectResponse(request_id=rid, assigned=response))
         if response.action.state in FINISHED_STATES:
             self._active.discard(rid)
@@ -352,10 +355,17 @@ class Session:
         async with self._own_opening:
             if self._own is None:
                 feed, _ = await subscribe(
-                    self._rt, after=None, ids=frozenset(), names=frozenset()
+                    self._rt, after=None, ids=self._own_ids, names=frozenset()
                 )
                 self._own = feed
                 self._spawn(self._forward_own(), forwarder=True)
+
+    def _listen_for(self, action_ids: list[str]) -> None:
+        """Widen the own feed's filter. No ``await``: the ids are in the
+        filter before the assign that made them goes on to the journal."""
+        self._own_ids = self._own_ids | frozenset(action_ids)
+        if self._own is not None:
+            self._own.subscription.add_action_ids(action_ids)
 
     def _route_own(self, event: ActionEvent) -> None:
         rid = self._owned.get(event.action_id)
@@ -375,7 +385,16 @@ class Session:
             try:
                 item = await self._own.next(None)
             except errors.SlowConsumer as exc:
-                self._own = await self._resubscribe(self._own, exc.last_sequence)
+                await self._own.aclose()
+                # Every id the session listens for, read after the last await:
+                # an id added while the old feed closed is in the new one, and
+                # the replay from the old position brings its events.
+                self._own, _ = await subscribe(
+                    self._rt,
+                    after=exc.last_sequence,
+                    ids=self._own_ids,
+                    names=frozenset(),
+                )
                 continue
             except errors.Unavailable:
                 self._end("server shutting down", retryable=True)

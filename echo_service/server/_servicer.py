@@ -1,9 +1,11 @@
 """The EchoService servicer: every RPC of the contract, on ``grpc.aio``.
 
-Handlers run on the server's event loop. Engine calls that block (an assign
-waits for the journal's commit; get and cancel read it) go to the runtime's
-bounded pool, so a burst of slow calls queues there instead of stalling the
-loop, and the loop stays free for every stream and for Shutdown. Streams
+Handlers run on the server's event loop. An assign is prepared on the loop
+and then awaits the journal's durability future there, when the store offers
+one (``Engine.submit_assign``); otherwise, like get and cancel that read the
+journal, it goes to the runtime's bounded pool, so a burst of slow calls
+queues there instead of stalling the loop, and the loop stays free for every
+stream and for Shutdown. Streams
 wait on ``Feed`` objects that hold no pool thread.
 
 Every error leaves through ``_fail``, which maps it to one status code with
@@ -13,8 +15,9 @@ answered INTERNAL, and the server goes on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -54,6 +57,9 @@ __all__ = ["EchoServicer"]
 logger = logging.getLogger(__name__)
 
 _RETRY_WHILE_STOPPING = timedelta(seconds=1)
+_PREPARE_ON_LOOP = 16
+"""Batches up to this many actions are validated and prepared on the loop;
+larger ones on the pool, so one big batch never stalls every stream."""
 
 
 class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
@@ -94,9 +100,36 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
             duplicate=assigned.duplicate,
         )
 
-    async def _assign_specs(self, specs: Sequence[ActionSpec]) -> list[Assigned]:
+    async def _assign_specs(
+        self,
+        specs: Sequence[ActionSpec],
+        *,
+        before_journal: Callable[[list[str]], None] | None = None,
+    ) -> list[Assigned]:
+        """Validate and prepare on the loop (a batch on the pool), then wait
+        for the journal without holding a pool thread when the store can.
+
+        ``before_journal`` sees the new ids before the actions are journaled,
+        so a session can listen for them without missing an event.
+        """
         self._refuse_if_draining()
-        return await self._rt.blocking(self._rt.engine.assign, list(specs))
+        rt = self._rt
+        engine = rt.engine
+        if len(specs) <= _PREPARE_ON_LOOP:
+            pending = engine.begin_assign(specs)
+        else:
+            pending = await rt.blocking(engine.begin_assign, list(specs))
+        if before_journal is not None:
+            before_journal(pending.ids)
+        future = engine.submit_assign(pending)
+        if future is None:
+            return await rt.blocking(engine.finish_assign, pending)
+        inserted = await asyncio.wrap_future(future)
+        if any(n.due_at > pending.now for n in pending.news):
+            # Delayed actions get a SCHEDULED write, which may wait for room
+            # in the journal's queue: not on the loop.
+            return await rt.blocking(engine.complete_assign, pending, inserted)
+        return engine.complete_assign(pending, inserted)
 
     # -- unary --------------------------------------------------------------
 
@@ -306,12 +339,16 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
     # -- used by Connect sessions ---------------------------------------------
 
     async def assign_one(
-        self, action: action_pb2.Action, trace: dict[str, str]
+        self,
+        action: action_pb2.Action,
+        trace: dict[str, str],
+        *,
+        before_journal: Callable[[list[str]], None] | None = None,
     ) -> echo_service_pb2.AssignResponse:
         """Assign for a session; errors name the field ``action``."""
         try:
             spec = self._spec(action, "action", trace)
-            [assigned] = await self._assign_specs([spec])
+            [assigned] = await self._assign_specs([spec], before_journal=before_journal)
         except Exception as exc:
             raise rename_paths(exc, "actions[0]", "action") from exc
         return self._assigned(assigned)
