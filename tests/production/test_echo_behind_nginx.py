@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -48,13 +49,12 @@ def proxied(
         yield server, proxy
 
 
-def _stream(
-    channel: grpc.Channel, heartbeat: timedelta
-) -> Iterator[echo_service_pb2.StreamResponse]:
+def _stream(channel: grpc.Channel, heartbeat: timedelta) -> Any:
+    """A raw Stream call (an iterator of responses that can be cancelled)."""
     stub = echo_service_pb2_grpc.EchoServiceStub(channel)
     request = echo_service_pb2.StreamRequest(action_names=["Echo"])
     request.heartbeat_interval.FromTimedelta(heartbeat)
-    return stub.Stream(request, timeout=WAIT)  # type: ignore[no-any-return]
+    return stub.Stream(request, timeout=WAIT)
 
 
 def test_the_client_assigns_and_waits_through_the_proxy(

@@ -73,10 +73,10 @@ _SCALARS: dict[int, st.SearchStrategy[Any]] = {
 
 
 def _value(field: _descriptor.FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
-    if field.type == FD.TYPE_ENUM:
-        # Known values and a few unknown ones (open enums keep them).
+    if field.enum_type is not None:
+        # Known values and an unknown one (open enums keep it).
         return st.sampled_from([v.number for v in field.enum_type.values] + [99])
-    if field.type == FD.TYPE_MESSAGE:
+    if field.message_type is not None:
         return messages(field.message_type, depth + 1)
     return _SCALARS[field.type]
 
