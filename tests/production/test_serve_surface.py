@@ -7,8 +7,10 @@ and the Python client).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 from echo_client import Client, State, UnauthenticatedError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from echo_service.config import Config
 from echo_service.server._security import channel_credentials
 from tests.e2e._service import BIN, REPO, Service
 from tests.production._certs import Authority, Issued
@@ -291,3 +294,23 @@ def test_serve_help_documents_every_production_flag() -> None:
         assert flag in done.stdout, flag
     assert "ECHO_STORE" in done.stdout
     assert "ECHO_CONFIG" in done.stdout
+
+
+def test_every_flag_and_variable_the_operators_guide_names_exists() -> None:
+    guide = (REPO / "docs" / "operators.md").read_text()
+    done = subprocess.run(
+        [sys.executable, "-m", "echo_service", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_environ(COLUMNS="200"),
+        check=True,
+    )
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", guide))
+    assert flags
+    assert {f for f in flags if f not in done.stdout} == set()
+    fields = {f.name for f in dataclasses.fields(Config)}
+    variables = set(re.findall(r"\bECHO_[A-Z_]+\b", guide)) - {"ECHO_CONFIG"}
+    assert {
+        v for v in variables if v.removeprefix("ECHO_").lower() not in fields
+    } == set()
