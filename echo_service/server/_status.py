@@ -19,7 +19,6 @@ from datetime import timedelta
 
 import grpc
 from google.protobuf import any_pb2
-
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
