@@ -15,6 +15,11 @@ small pool; WAL lets them read while the writer writes, and they see only
 committed data. Claims are writes, so they go through the writer too, which
 is what makes two concurrent claimers never get the same action.
 
+Checkpoints. Commits never copy the WAL back into the database: a thread of
+the store does that every ``checkpoint_interval`` and the writer finishes it
+between two groups now and then (see ``_checkpoint``), so no caller's commit
+waits for a checkpoint.
+
 Exclusivity. A data directory belongs to one process: an ``flock`` on
 ``echo.db.lock`` is held while the store is open, so ``recover`` may release
 every claim without asking whose it was.
@@ -51,6 +56,7 @@ from ._base import (
     State,
     Transition,
 )
+from ._checkpoint import Checkpointer
 from ._pool import Pool
 from ._writer import GroupWriter, Write
 
@@ -121,6 +127,7 @@ _COLUMNS = (
 )
 _EVENT_COLUMNS = "seq, action_id, name, state, attempt, at, payload"
 _PURGE_CHUNK = 2_000
+_AUTOCHECKPOINT = 1000  # pages; SQLite's default
 _IN_CHUNK = 500  # ids per "IN (...)" list
 
 
@@ -306,6 +313,17 @@ class _Journal:
         if is_corruption(exc):
             self.corrupt = True
         return translate(exc, "writing", self.path)
+
+    def checkpoint(self, *, fallback: bool) -> None:
+        """Between groups: finish the checkpoint thread's pass (see
+        ``_checkpoint``), or with ``fallback`` go back to SQLite's own
+        checkpoints inside commits once that thread is gone."""
+        try:
+            if fallback:
+                self.conn.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT}")
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            logger.warning("checkpoint of journal %s failed", self.path, exc_info=True)
 
     # -- writes, run inside a transaction --------------------------------------
 
@@ -608,6 +626,8 @@ class SqliteStore:
         clock: Callable[[], float] = time.time,
         max_group_weight: int = 20_000,
         readers: int = 4,
+        checkpoint_interval: timedelta = timedelta(milliseconds=200),
+        wal_limit_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         """Open (creating if needed) the journal at ``path``.
 
@@ -620,6 +640,11 @@ class SqliteStore:
             clock: epoch seconds, for created/updated times and key expiry.
             max_group_weight: about how many rows one group commit may touch.
             readers: read connections kept open for reuse.
+            checkpoint_interval: how often a thread of the store copies the
+                WAL into the database (see ``_checkpoint``); commits never do.
+            wal_limit_bytes: once the log is this long after a pass of that
+                thread, the writer finishes the checkpoint between two groups
+                so that the log starts over.
 
         Raises:
             StoreError: the directory or file cannot be created, read or
@@ -652,6 +677,8 @@ class SqliteStore:
             # After a checkpoint the WAL file is cut back to this size, so a
             # burst of writes does not leave a huge log behind.
             conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
+            # No checkpoint inside a commit: the checkpoint thread does them.
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             self._migrate(conn)
             self._journal = _Journal(
                 conn,
@@ -667,10 +694,19 @@ class SqliteStore:
                 raise translate(exc, "opening", path) from exc
             raise
         self._readers = Pool(self._connect_reader, keep=readers)
+        self._autocheckpoint = False  # writer thread only: back to SQLite's
+        self._checkpointer = Checkpointer(
+            self._connect,
+            path=path,
+            interval=checkpoint_interval,
+            limit_bytes=wal_limit_bytes,
+            name=f"echo-journal-checkpoint-{path.name}",
+        )
         self._writer = GroupWriter(
             self._journal,
             name=f"echo-journal-{path.name}",
             max_group_weight=max_group_weight,
+            upkeep=self._upkeep,
         )
         logger.debug(
             "journal %s open: %d unfinished, last sequence %d",
@@ -678,6 +714,19 @@ class SqliteStore:
             self._journal.committed_unfinished,
             self._journal.committed_sequence,
         )
+
+    def _upkeep(self) -> None:
+        """Between groups, on the writer thread: the writer's part of a
+        checkpoint (see ``_checkpoint``)."""
+        checkpointer = self._checkpointer
+        if checkpointer.due or checkpointer.failed:
+            checkpointer.due = False
+            fallback, self._autocheckpoint = (
+                checkpointer.failed and not self._autocheckpoint,
+                checkpointer.failed,
+            )
+            if fallback or not checkpointer.failed:
+                self._journal.checkpoint(fallback=fallback)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -912,6 +961,7 @@ class SqliteStore:
             if self._closed:
                 return
             self._closed = True
+        self._checkpointer.close()
         self._writer.close()
         self._readers.close()
         try:

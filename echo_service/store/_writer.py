@@ -79,8 +79,17 @@ class GroupWriter:
         name: str,
         max_group_weight: int = 20_000,
         max_queued: int = 100_000,
+        upkeep: Callable[[], None] | None = None,
     ) -> None:
+        """
+        Args:
+            upkeep: run on the writer thread after each group, once its
+                futures, listeners and barriers are served: work that must
+                not share a transaction with anyone's write (a checkpoint,
+                say). It must not raise.
+        """
         self._tx = transaction
+        self._upkeep = upkeep
         self._max_group_weight = max_group_weight
         self._max_queued = max_queued
         # Guarded by _cond: the queue, _stopping, _listeners.
@@ -156,6 +165,8 @@ class GroupWriter:
         while (group := self._take()) is not None:
             try:
                 self._run_group(group)
+                if self._upkeep is not None:
+                    self._upkeep()
             except BaseException as exc:  # a bug; keep serving, fail the group
                 logger.error("journal writer failed unexpectedly", exc_info=True)
                 self._healthy = False
