@@ -55,7 +55,6 @@ from echo_service.server._common import (
     stream_filters,
     subscribe,
 )
-from echo_service.server._convert import event_to_proto
 from echo_service.server._feed import CLOSED, Feed
 from echo_service.server._runtime import Runtime
 from echo_service.server._status import problem_for, request_error
@@ -182,7 +181,7 @@ class Session:
         self._position = max(self._position, event.sequence)
         self._send(
             echo_service_pb2.ConnectResponse(
-                request_id=request_id, event=event_to_proto(event, self._rt.signatures)
+                request_id=request_id, event=self._rt.messages.event(event)
             )
         )
 
