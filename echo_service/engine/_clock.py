@@ -25,6 +25,9 @@ __all__ = ["Clock", "ManualClock", "SystemClock", "TimerHandle", "Timers"]
 
 logger = logging.getLogger(__name__)
 
+_LONGEST_WAIT = 3600.0
+"""Seconds; no single wait is longer, whatever the deadline."""
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -51,7 +54,9 @@ class SystemClock:
             return
         remaining = deadline - time.time()
         if remaining > 0:
-            cond.wait(remaining)
+            # A far deadline (an action due in centuries) would overflow the
+            # platform's timeout; waking early is allowed, callers re-check.
+            cond.wait(min(remaining, _LONGEST_WAIT))
 
 
 class ManualClock:

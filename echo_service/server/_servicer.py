@@ -60,6 +60,8 @@ _RETRY_WHILE_STOPPING = timedelta(seconds=1)
 _PREPARE_ON_LOOP = 16
 """Batches up to this many actions are validated and prepared on the loop;
 larger ones on the pool, so one big batch never stalls every stream."""
+_LONGEST_GRACE = timedelta(hours=1)
+"""A drain longer than this is a mistake, and would overflow the timers."""
 
 
 class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
@@ -266,6 +268,11 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
                 if span.seconds < 0 or span.nanos < 0:
                     raise InvalidArgument(
                         "bad grace", [FieldViolation("grace", "must not be negative")]
+                    )
+                if span.seconds >= _LONGEST_GRACE.total_seconds():
+                    raise InvalidArgument(
+                        "bad grace",
+                        [FieldViolation("grace", f"must be under {_LONGEST_GRACE}")],
                     )
                 grace = span.ToTimedelta()
             stats = self._rt.engine.stats

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from echo_client import (
     Client,
+    InvalidArgumentError,
     PermissionDeniedError,
     State,
     UnauthenticatedError,
@@ -251,3 +252,15 @@ def test_a_shutdown_grace_of_zero_means_zero(
         client.shutdown(TOKEN, grace=timedelta(0))
     assert server.wait(WAIT_TD)
     assert time.monotonic() - started < 10  # not the configured 30s
+
+
+def test_a_shutdown_grace_too_long_to_mean_anything_is_refused(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server(admin_token=TOKEN)
+    with Client(server.address, timeout=WAIT_TD) as client:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.shutdown(TOKEN, grace=timedelta(days=3650))
+
+        assert [v.field for v in refused.value.field_violations] == ["grace"]
+        assert client.list_signatures()
