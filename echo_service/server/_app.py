@@ -60,6 +60,9 @@ __all__ = ["SERVICE_NAME", "EchoServer", "build_server"]
 
 logger = logging.getLogger(__name__)
 
+_ANSWER_HEADROOM = 1024 * 1024
+"""Bytes an answer may exceed the request limit by: ids, states, times."""
+
 T = TypeVar("T")
 
 SERVICE_NAME: str = echo_service_pb2.DESCRIPTOR.services_by_name[
@@ -428,7 +431,10 @@ def mesh_settings(config: Config) -> MeshSettings:
         max_connection_age=config.max_connection_age,
         max_connection_age_grace=config.max_connection_age_grace,
         max_receive_message_size=config.max_message_bytes,
-        max_send_message_size=config.max_message_bytes,
+        # An answer carries the action it accepted, arguments included, plus
+        # what the server adds: it must never be refused for a request that
+        # was itself accepted (and journaled).
+        max_send_message_size=config.max_message_bytes + _ANSWER_HEADROOM,
     )
 
 

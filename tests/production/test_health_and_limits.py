@@ -117,6 +117,20 @@ def test_an_oversize_request_is_refused_before_anything_is_journaled(
         assert client.wait(assigned.action.id).result == "small"
 
 
+def test_a_request_just_under_the_limit_gets_its_answer_and_its_action(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    limit = 1 << 20
+    server = make_server(max_message_bytes=limit)
+    with Client(server.address, timeout=WAIT_TD) as client:
+        text = "y" * (limit - 256)
+
+        assigned = client.assign("Echo", text)
+
+        assert assigned.action.args == (text,)
+        assert client.get(assigned.action.id).args == (text,)
+
+
 def _big_plan() -> PlanBuilder:
     builder = PlanBuilder()
 
