@@ -2,8 +2,10 @@
 
 Everything here is owned by the server's event loop: handlers read and write
 it without locks because they all run on that one thread. Blocking engine and
-store calls go to ``pool``, a bounded thread pool of their own, through
-``blocking``; a stream never holds one of its threads while it waits.
+store calls (get, cancel, a replay page, an assign when the store offers no
+durability future) go to ``pool``, a bounded thread pool of their own,
+through ``blocking``. An assign waits for the journal's future on the loop,
+and a stream holds a pool thread only while one replay page is read.
 """
 
 from __future__ import annotations
