@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import grpc.aio
@@ -51,6 +52,11 @@ from echo_service.server._feed import CLOSED, TIMEOUT, Feed
 from echo_service.server._runtime import Runtime
 from echo_service.server._security import check_admin
 from echo_service.server._status import problem_for, rpc_status_for
+from echo_service.store import Inserted
+
+if TYPE_CHECKING:
+    # The engine's package does not name this type yet.
+    from echo_service.engine._engine import PendingAssign
 
 __all__ = ["EchoServicer"]
 
@@ -126,11 +132,20 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
         future = engine.submit_assign(pending)
         if future is None:
             return await rt.blocking(engine.finish_assign, pending)
+        # Shielded: a caller that goes away must not cancel the write (the
+        # writer may have taken it) nor skip the engine's bookkeeping after it
+        # (waiting count, SCHEDULED events, the feeder's wake-up).
+        return await asyncio.shield(self._complete(pending, future))
+
+    async def _complete(
+        self, pending: PendingAssign, future: Future[list[Inserted]]
+    ) -> list[Assigned]:
+        engine = self._rt.engine
         inserted = await asyncio.wrap_future(future)
         if any(n.due_at > pending.now for n in pending.news):
             # Delayed actions get a SCHEDULED write, which may wait for room
             # in the journal's queue: not on the loop.
-            return await rt.blocking(engine.complete_assign, pending, inserted)
+            return await self._rt.blocking(engine.complete_assign, pending, inserted)
         return engine.complete_assign(pending, inserted)
 
     # -- unary --------------------------------------------------------------
