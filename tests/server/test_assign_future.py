@@ -6,14 +6,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from echo_client import Client, NotFoundError
+from echo_client import Client, DeadlineExceededError, NotFoundError
 
 from echo_service.server import EchoServer
 from echo_service.store import Inserted, NewAction
 from echo_service.store._memory import MemoryStore
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,3 +86,24 @@ def _assign_three(server: EchoServer, store: FutureStore) -> None:
         assert [a.action.name for a in answers] == ["Add"] * 3
         # Prepared and submitted on the server's event loop, not a pool thread.
         assert all(not n.startswith("echo-rpc") for n in store.callers), store.callers
+
+
+def test_an_assign_whose_caller_gave_up_is_still_journaled_and_counted(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    store = FutureStore()
+    server = make_server(journal=store)
+    try:
+        with Client(server.address) as client:
+            with pytest.raises(DeadlineExceededError):
+                client.assign("Add", 1, 2, timeout=timedelta(milliseconds=200))
+            assert store.submitted.acquire(timeout=10)
+            store.gate.set()
+            # The write went on; the action ran, and the engine counted it in
+            # and out: nothing is left waiting.
+            assert wait_until(lambda: len(store.events_after(0, limit=10)) >= 4)
+            assert wait_until(lambda: server.engine.stats.waiting == 0)
+    finally:
+        store.gate.set()
+        server.stop()
+        store.close()
