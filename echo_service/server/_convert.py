@@ -283,15 +283,16 @@ def _retry_policy(
     default = RetryPolicy()
     initial = default.initial_interval
     if msg.HasField("initial_interval"):
-        initial = (
-            _duration(
-                msg.initial_interval,
-                f"{path}.initial_interval",
-                problems,
-                minimum=timedelta(0),
-            )
-            or initial
+        # Compared with None, not tested for truth: a zero timedelta is falsy,
+        # and an explicit "0s" means no delay, not the default.
+        given = _duration(
+            msg.initial_interval,
+            f"{path}.initial_interval",
+            problems,
+            minimum=timedelta(0),
         )
+        if given is not None:
+            initial = given
     coefficient = default.backoff_coefficient
     if msg.HasField("backoff_coefficient"):
         coefficient = msg.backoff_coefficient

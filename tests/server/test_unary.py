@@ -407,6 +407,42 @@ def test_explicit_zeros_are_kept_apart_from_unset(
     assert not unset.action.options.HasField("delay")
 
 
+def test_a_zero_initial_interval_round_trips_and_retries_at_once(
+    stub: echo_service_pb2_grpc.EchoServiceStub,
+) -> None:
+    policy = action_pb2.RetryPolicy(
+        initial_interval=ZERO, maximum_attempts=3, jitter=0.0
+    )
+    action = action_pb2.Action(
+        name="Flaky",
+        args=[_v(string_value="zero-interval"), _v(int_value=2)],
+        options=action_pb2.ActionOptions(retry_policy=policy),
+    )
+    answer = stub.Assign(echo_service_pb2.AssignRequest(action=action), timeout=WAIT)
+    sent = answer.action.options.retry_policy
+    assert sent.HasField("initial_interval")
+    assert sent.initial_interval.ToTimedelta() == timedelta(0)
+    action_id = answer.action.id
+    got = stub.GetAction(echo_service_pb2.GetActionRequest(id=action_id), timeout=WAIT)
+    kept = got.action.options.retry_policy
+    assert kept.HasField("initial_interval")
+    assert kept.initial_interval.ToTimedelta() == timedelta(0)
+    # Honoured: both retries are scheduled with no delay (the default would
+    # have waited 1s, then 2s).
+    request = echo_service_pb2.StreamRequest(action_ids=[action_id], after_sequence=0)
+    delays: list[timedelta] = []
+    for message in stub.Stream(request, timeout=WAIT):
+        if message.WhichOneof("kind") != "event":
+            continue
+        event = message.event
+        if event.state == action_pb2.ACTION_STATE_RETRYING:
+            delays.append(event.retry_delay.ToTimedelta())
+        if event.state == action_pb2.ACTION_STATE_SUCCEEDED:
+            assert event.result.int_value == 3
+            break
+    assert delays == [timedelta(0), timedelta(0)]
+
+
 def test_get_and_cancel_of_an_unknown_id_are_not_found(client: Client) -> None:
     with pytest.raises(NotFoundError):
         client.get("no-such-action")
