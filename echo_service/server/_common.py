@@ -16,17 +16,22 @@ from echo_service.telemetry import current_traceparent
 
 __all__ = [
     "FINISHED_STATES",
+    "MAX_ID_BYTES",
     "call_trace_context",
     "cancel",
     "heartbeat",
     "heartbeat_interval",
     "rename_paths",
+    "require_id",
     "stream_filters",
     "subscribe",
 ]
 
 _TRACE_KEYS = ("traceparent", "tracestate")
 _MAX_FILTER_ENTRIES = 10_000
+MAX_ID_BYTES = 128
+"""Engine ids are 32 hex digits; this leaves room and bounds what a caller's
+id can cost (the journal lookup, and any message that names it)."""
 FINISHED_STATES = frozenset(
     {
         action_pb2.ACTION_STATE_SUCCEEDED,
@@ -112,6 +117,19 @@ def stream_filters(
     return frozenset(request.action_ids), frozenset(request.action_names)
 
 
+def require_id(action_id: str, field: str) -> None:
+    """An action id as a request names it: present, short and printable."""
+    problem = None
+    if not action_id:
+        problem = "required"
+    elif len(action_id.encode()) > MAX_ID_BYTES:
+        problem = f"longer than {MAX_ID_BYTES} bytes"
+    elif not action_id.isprintable():
+        problem = "must be printable"
+    if problem is not None:
+        raise InvalidArgument("bad action id", [FieldViolation(field, problem)])
+
+
 def heartbeat(last_sequence: int) -> echo_service_pb2.Heartbeat:
     return echo_service_pb2.Heartbeat(
         time=timestamp(datetime.now(UTC)), last_sequence=last_sequence
@@ -122,10 +140,7 @@ async def cancel(
     rt: Runtime, request: echo_service_pb2.CancelRequest, path: str
 ) -> echo_service_pb2.CancelResponse:
     """Cancel for the unary RPC and for sessions (``path`` prefixes fields)."""
-    if not request.id:
-        raise InvalidArgument(
-            "an id is required", [FieldViolation(_join(path, "id"), "required")]
-        )
+    require_id(request.id, _join(path, "id"))
     view = await rt.blocking(rt.engine.cancel, request.id, request.reason)
     return echo_service_pb2.CancelResponse(action=action_to_proto(view, rt.signatures))
 

@@ -39,6 +39,7 @@ from echo_service.server._common import (
     heartbeat,
     heartbeat_interval,
     rename_paths,
+    require_id,
     stream_filters,
     subscribe,
 )
@@ -243,7 +244,7 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> echo_service_pb2.GetActionResponse:
         try:
-            _require_id(request.id)
+            require_id(request.id, "id")
             view = await self._rt.blocking(self._rt.engine.get, request.id)
         except Exception as exc:
             await self._fail(context, exc, "GetAction")
@@ -374,11 +375,6 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
         except Exception as exc:
             raise rename_paths(exc, "actions[0]", "action") from exc
         return self._assigned(assigned)
-
-
-def _require_id(action_id: str) -> None:
-    if not action_id:
-        raise InvalidArgument("an id is required", [FieldViolation("id", "required")])
 
 
 def _end(reason: str, *, retryable: bool, last: int) -> echo_service_pb2.StreamResponse:

@@ -32,6 +32,18 @@ logger = logging.getLogger(__name__)
 
 # Used when an error asks the client to come back but does not say when.
 _DEFAULT_RETRY = timedelta(seconds=1)
+# Messages and violations may quote what a caller sent; quoted whole, a huge
+# input would overflow the trailers (the client then sees RESOURCE_EXHAUSTED
+# "metadata size exceeds hard limit" instead of the error). Every text that
+# leaves through a status or a RequestError is cut here, in one place.
+# Bounds are UTF-8 bytes: the message travels percent-encoded in grpc-message
+# and again in the details, which must stay well under the 8 KiB a peer
+# accepts by default.
+_MAX_MESSAGE_BYTES = 512
+_MAX_FIELD_BYTES = 128
+_MAX_DESCRIPTION_BYTES = 256
+_VIOLATIONS_BUDGET = 2048
+"""Bytes of field violations one answer carries; the rest are counted."""
 
 _CODES: tuple[tuple[type[errors.EchoError], grpc.StatusCode], ...] = (
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -73,7 +85,41 @@ def problem_for(exc: BaseException, *, rpc: str) -> Problem:
         retry = exc.retry_after
     elif isinstance(exc, errors.Unavailable):
         retry = exc.retry_after or _DEFAULT_RETRY
-    return Problem(code, str(exc) or code.name.lower(), violations, retry)
+    return Problem(
+        code,
+        _cut(str(exc) or code.name.lower(), _MAX_MESSAGE_BYTES),
+        _bounded(violations),
+        retry,
+    )
+
+
+def _bounded(
+    violations: tuple[errors.FieldViolation, ...],
+) -> tuple[errors.FieldViolation, ...]:
+    """Each violation cut, and no more of them than the budget holds."""
+    kept: list[errors.FieldViolation] = []
+    spent = 0
+    for i, v in enumerate(violations):
+        cut = errors.FieldViolation(
+            _cut(v.field, _MAX_FIELD_BYTES),
+            _cut(v.description, _MAX_DESCRIPTION_BYTES),
+        )
+        spent += len(cut.field.encode()) + len(cut.description.encode())
+        if spent > _VIOLATIONS_BUDGET:
+            left = len(violations) - i
+            kept.append(errors.FieldViolation("", f"and {left} more violations"))
+            break
+        kept.append(cut)
+    return tuple(kept)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` bounded to ``limit`` UTF-8 bytes, marked when cut."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    kept = raw[: limit - 32].decode(errors="ignore")
+    return f"{kept}... ({len(raw) - len(kept.encode())} more bytes)"
 
 
 def rpc_status_for(problem: Problem) -> grpc.Status:

@@ -450,6 +450,54 @@ def test_get_and_cancel_of_an_unknown_id_are_not_found(client: Client) -> None:
         client.cancel("no-such-action")
 
 
+@pytest.mark.parametrize(
+    "bad_id",
+    ["x" * 1_000_000, "x" * 129, "line\nbreak", "nul\x00"],
+    ids=["one megabyte", "129 bytes", "newline", "nul"],
+)
+def test_an_unreasonable_id_is_invalid_and_never_echoed(
+    stub: echo_service_pb2_grpc.EchoServiceStub, bad_id: str
+) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: stub.GetAction(
+            echo_service_pb2.GetActionRequest(id=bad_id), timeout=WAIT
+        ),
+        lambda: stub.Cancel(echo_service_pb2.CancelRequest(id=bad_id), timeout=WAIT),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as raised:
+            call()
+        error = raised.value
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "id" in _violations(error)
+        assert bad_id not in (error.details() or "")
+
+
+def test_an_id_of_128_bytes_is_looked_up(
+    stub: echo_service_pb2_grpc.EchoServiceStub,
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetAction(echo_service_pb2.GetActionRequest(id="x" * 128), timeout=WAIT)
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_an_error_quoting_huge_input_is_cut_to_fit_the_trailers(
+    stub: echo_service_pb2_grpc.EchoServiceStub,
+) -> None:
+    name = "N" * 200_000
+    actions = [action_pb2.Action(name=name + str(i)) for i in range(3)]
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.AssignMany(
+            echo_service_pb2.AssignManyRequest(actions=actions), timeout=WAIT
+        )
+    error = raised.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert len((error.details() or "").encode()) <= 512
+    violations = _violations(error)
+    assert "actions[0].name" in violations
+    assert all(len(v.encode()) <= 256 for v in violations.values())
+
+
 def test_cancelling_a_running_action_ends_it_cancelled(
     client: Client, gates: Gates
 ) -> None:
