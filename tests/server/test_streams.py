@@ -229,7 +229,11 @@ def test_many_open_streams_do_not_starve_unary_calls(
         with Client(server.address, timeout=timedelta(seconds=3)) as client:
             blocked = client.assign("Block", "starve")
             assert gates.wait_entered("starve")
-            assert client.get(blocked.action.id).state is State.RUNNING
+            # The handler starts before the engine's RUNNING write lands: wait
+            # for it. Every poll is a unary call answered past the streams.
+            assert wait_until(
+                lambda: client.get(blocked.action.id).state is State.RUNNING
+            )
             assert client.cancel(blocked.action.id).id == blocked.action.id
             assert client.list_signatures()
             done = client.assign("Add", 20, 22)
