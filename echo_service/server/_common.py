@@ -12,6 +12,7 @@ from echo_service.errors import FieldViolation, InvalidArgument
 from echo_service.server._convert import action_to_proto, timestamp
 from echo_service.server._feed import Feed, open_feed
 from echo_service.server._runtime import Runtime
+from echo_service.server._status import OutOfRange
 from echo_service.telemetry import current_traceparent
 
 __all__ = [
@@ -23,12 +24,15 @@ __all__ = [
     "heartbeat_interval",
     "rename_paths",
     "require_id",
+    "resume_point",
     "stream_filters",
     "subscribe",
 ]
 
 _TRACE_KEYS = ("traceparent", "tracestate")
 _MAX_FILTER_ENTRIES = 10_000
+_MAX_SEQUENCE = 2**63 - 1
+"""Journals keep sequences as signed 64-bit integers."""
 MAX_ID_BYTES = 128
 """Engine ids are 32 hex digits; this leaves room and bounds what a caller's
 id can cost (the journal lookup, and any message that names it)."""
@@ -130,6 +134,35 @@ def require_id(action_id: str, field: str) -> None:
         raise InvalidArgument("bad action id", [FieldViolation(field, problem)])
 
 
+def resume_point(
+    request: echo_service_pb2.StreamRequest, runtime: Runtime, path: str
+) -> int | None:
+    """The request's ``after_sequence`` (None when unset), checked against
+    the journal's head.
+
+    A sequence beyond the head would hide every event until the journal
+    caught up with it, so it is refused OUT_OF_RANGE. The head is read after
+    the request arrived, and the head never moves back: a client that saw
+    sequence N (delivered only once committed) finds the head at N or above,
+    and resuming from it is accepted.
+    """
+    if not request.HasField("after_sequence"):
+        return None
+    after = request.after_sequence
+    field = _join(path, "after_sequence")
+    if after > _MAX_SEQUENCE:
+        raise InvalidArgument(
+            "bad after_sequence", [FieldViolation(field, "at most 2^63 - 1")]
+        )
+    head = runtime.engine.last_sequence
+    if after > head:
+        raise OutOfRange(
+            f"after_sequence {after} is beyond the journal's head {head}",
+            [FieldViolation(field, f"beyond the journal's head {head}")],
+        )
+    return after
+
+
 def heartbeat(last_sequence: int) -> echo_service_pb2.Heartbeat:
     return echo_service_pb2.Heartbeat(
         time=timestamp(datetime.now(UTC)), last_sequence=last_sequence
@@ -159,7 +192,9 @@ async def subscribe(
     event committed between the read and the subscription is replayed rather
     than lost, so the stream holds every event above the number it reports.
     """
-    start = await rt.blocking(rt.store.last_sequence) if after is None else after
+    # The engine answers from the journal's committed counter (memory and
+    # SQLite keep it in memory): cheaper on the loop than a pool hop.
+    start = rt.engine.last_sequence if after is None else after
     feed = await open_feed(
         rt.engine,
         after=start,

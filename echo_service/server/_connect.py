@@ -52,6 +52,7 @@ from echo_service.server._common import (
     cancel,
     heartbeat,
     heartbeat_interval,
+    resume_point,
     stream_filters,
     subscribe,
 )
@@ -105,6 +106,9 @@ class Session:
         self._half_closed = False
         self._flushing = False
         self._ended = False
+        self._failure: BaseException | None = None
+        """Why the session broke; ``run`` raises it so the call ends with
+        its status (only the call's own task may end the call)."""
 
     # -- the call ---------------------------------------------------------
 
@@ -117,6 +121,8 @@ class Session:
         while True:
             message = await self._out.get()
             if message is None:
+                if self._failure is not None:
+                    raise self._failure
                 return
             self._last_sent = loop.time()
             yield message
@@ -149,6 +155,28 @@ class Session:
         group = self._forwarders if forwarder else self._tasks
         group.add(task)
         task.add_done_callback(group.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """No task of the session fails unseen: one that raised ends the
+        session with the error's status. Tasks are cancelled only by
+        ``close``, after ``_ended`` is set."""
+        if self._ended:
+            return
+        if task.cancelled():
+            self._fail(errors.Unavailable("the session was cut short"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """End the session with ``exc`` as the call's status."""
+        if self._ended:
+            return
+        self._failure = exc
+        self._ended = True
+        self._out.put_nowait(None)
 
     def _send(self, message: echo_service_pb2.ConnectResponse) -> None:
         if not self._ended:
@@ -206,7 +234,31 @@ class Session:
     async def _read(
         self, requests: AsyncIterator[echo_service_pb2.ConnectRequest]
     ) -> None:
-        async for request in requests:
+        """Handle requests until the client half-closes. A request stream
+        that breaks (a transport error, a frame gRPC could not read, a
+        cancellation not of our making) ends the session at once with
+        UNAVAILABLE rather than leave the call open until its deadline."""
+        iterator = aiter(requests)
+        while True:
+            try:
+                request = await anext(iterator)
+            except StopAsyncIteration:
+                break
+            except asyncio.CancelledError:
+                if self._ended:  # close() cancels us: the call is over
+                    raise
+                logger.info("Connect: the request stream was cancelled")
+                self._fail(errors.Unavailable("the request stream was cancelled"))
+                return
+            except Exception as exc:
+                logger.info("Connect: reading requests failed: %r", exc)
+                self._fail(
+                    errors.Unavailable(
+                        "reading the session's requests failed",
+                        retry_after=_RETRY_LATER,
+                    )
+                )
+                return
             await self._handle(request)
         self._half_closed = True
         self._maybe_finish()
@@ -323,9 +375,7 @@ class Session:
                 )
             interval = heartbeat_interval(request, self._rt, "subscribe")
             ids, names = stream_filters(request, "subscribe")
-            after = (
-                request.after_sequence if request.HasField("after_sequence") else None
-            )
+            after = resume_point(request, self._rt, "subscribe")
             feed, start = await subscribe(self._rt, after=after, ids=ids, names=names)
         except Exception as exc:
             self._error(rid, exc, "subscribe")

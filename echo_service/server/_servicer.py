@@ -40,6 +40,7 @@ from echo_service.server._common import (
     heartbeat_interval,
     rename_paths,
     require_id,
+    resume_point,
     stream_filters,
     subscribe,
 )
@@ -318,9 +319,7 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
                 raise errors.Unavailable(
                     "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
                 )
-            after = (
-                request.after_sequence if request.HasField("after_sequence") else None
-            )
+            after = resume_point(request, rt, "")
             feed, start = await subscribe(rt, after=after, ids=ids, names=names)
         except Exception as exc:
             await self._fail(context, exc, "Stream")
@@ -353,8 +352,11 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
         session = Session(self._rt, self, call_trace_context(context))
         self._rt.open_stream(session)
         try:
-            async for message in session.run(request_iterator):
-                yield message
+            try:
+                async for message in session.run(request_iterator):
+                    yield message
+            except Exception as exc:  # the session broke; see Session._fail
+                await self._fail(context, exc, "Connect")
         finally:
             self._rt.close_stream(session)
             await session.close()

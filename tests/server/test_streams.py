@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 from echo_client import Backoff, Client, State, UnavailableError
+from google.rpc import error_details_pb2, status_pb2
 
 from echo_service._proto.echo.v1 import (
     action_pb2,
@@ -77,6 +78,70 @@ def test_a_live_stream_reports_where_it_is_complete_from(
     event = next(call).event
     assert event.action_id == action_id
     assert event.sequence == opening.last_sequence + 1
+    call.cancel()
+
+
+def _violations(error: grpc.RpcError) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                found.update({v.field: v.description for v in bad.field_violations})
+    return found
+
+
+def _refusal(stub: echo_service_pb2_grpc.EchoServiceStub, after: int) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        next(stub.Stream(_request(after_sequence=after), timeout=WAIT))
+    return raised.value
+
+
+@pytest.mark.parametrize("after", [2**63, 2**64 - 1])
+def test_an_after_sequence_past_64_signed_bits_is_invalid(
+    stub: echo_service_pb2_grpc.EchoServiceStub, after: int
+) -> None:
+    error = _refusal(stub, after)
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "after_sequence" in _violations(error)
+
+
+def test_an_after_sequence_beyond_the_head_is_out_of_range_and_names_it(
+    client: Client, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    _finish(client, "Add", 1, 2)
+    live = stub.Stream(_request(), timeout=WAIT)
+    opening = next(live).heartbeat.last_sequence
+    live.cancel()
+    error = _refusal(stub, opening + 1)
+    assert error.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert str(opening) in (error.details() or "")
+    assert str(opening) in _violations(error)["after_sequence"]
+
+
+def test_a_client_that_saw_the_head_resumes_from_it(
+    client: Client, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    _finish(client, "Add", 1, 2)
+    watch = stub.Stream(_request(after_sequence=0), timeout=WAIT)
+    next(watch)
+    seen = 0
+    while True:
+        event = next(watch).event
+        seen = event.sequence
+        if event.state == action_pb2.ACTION_STATE_SUCCEEDED:
+            break
+    watch.cancel()
+    # The newest event a client saw is the head: resuming from it is fine,
+    # and the next event is the one after it.
+    call = stub.Stream(_request(after_sequence=seen), timeout=WAIT)
+    assert next(call).heartbeat.last_sequence == seen
+    action_id = client.assign("Add", 2, 2).action.id
+    event = next(call).event
+    assert (event.action_id, event.sequence) == (action_id, seen + 1)
     call.cancel()
 
 
