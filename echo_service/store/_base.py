@@ -207,6 +207,16 @@ class Store(Protocol):
         """
         ...
 
+    def insert_async(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
+        """``insert`` without waiting: a future that resolves, on a store
+        thread, once the actions are durable (or fails as ``insert`` raises).
+
+        For callers that must not block (an event loop): it blocks only while
+        the writer's queue is full. A future cancelled before the writer took
+        it writes nothing.
+        """
+        ...
+
     def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
         """Apply transitions and append their events, in order, atomically.
 

@@ -144,8 +144,14 @@ class MemoryStore:
     # -- writes ------------------------------------------------------------
 
     def insert(self, actions: Sequence[NewAction]) -> list[Inserted]:
+        return self._submit_insert(actions).result()
+
+    def insert_async(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
+        return self._submit_insert(actions)
+
+    def _submit_insert(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
         actions = list(actions)
-        return self._writer.call(
+        return self._writer.submit(
             lambda: self._insert(actions), weight=max(1, 2 * len(actions))
         )
 

@@ -65,7 +65,7 @@ from ._base import (
     Transition,
 )
 from ._pool import Pool
-from ._writer import GroupWriter, Write
+from ._writer import GroupWriter, Write, done_future
 
 __all__ = ["PostgresStore"]
 
@@ -580,16 +580,22 @@ class PostgresStore:
     # -- writes that journal events: through the group writer --------------------
 
     def insert(self, actions: Sequence[NewAction]) -> list[Inserted]:
+        return self._submit_insert(actions).result()
+
+    def insert_async(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
+        return self._submit_insert(actions)
+
+    def _submit_insert(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
         actions = list(actions)
         if not actions:
-            return []
+            return done_future([])
         kept = {
             a.owner for a in actions if a.owner is not None and a.lease_until is None
         }
         if kept:
             with self._delivery:
                 self._renewing.update(kept)
-        return self._writer.call(
+        return self._writer.submit(
             lambda: self._journal.insert(actions), weight=2 * len(actions)
         )
 

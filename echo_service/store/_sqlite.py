@@ -58,7 +58,7 @@ from ._base import (
 )
 from ._checkpoint import Checkpointer
 from ._pool import Pool
-from ._writer import GroupWriter, Write
+from ._writer import GroupWriter, Write, done_future
 
 __all__ = ["SqliteStore"]
 
@@ -785,10 +785,16 @@ class SqliteStore:
     # -- writes --------------------------------------------------------------
 
     def insert(self, actions: Sequence[NewAction]) -> list[Inserted]:
+        return self._submit_insert(actions).result()
+
+    def insert_async(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
+        return self._submit_insert(actions)
+
+    def _submit_insert(self, actions: Sequence[NewAction]) -> Future[list[Inserted]]:
         actions = list(actions)
         if not actions:
-            return []
-        return self._writer.call(
+            return done_future([])
+        return self._writer.submit(
             lambda: self._journal.insert(actions), weight=2 * len(actions)
         )
 

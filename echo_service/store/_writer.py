@@ -26,7 +26,7 @@ from echo_service import errors
 
 from ._base import EventListener, EventRecord
 
-__all__ = ["GroupWriter", "Transaction", "Write"]
+__all__ = ["GroupWriter", "Transaction", "Write", "done_future"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,13 @@ class Write(Generic[T]):
     weight: int = 1
     """Rows it touches, roughly; bounds how much one transaction takes."""
     future: Future[T] = field(default_factory=Future)
+
+
+def done_future(result: T) -> Future[T]:
+    """A future that already holds ``result`` (a write with nothing to do)."""
+    future: Future[T] = Future()
+    future.set_result(result)
+    return future
 
 
 _BARRIER: Callable[[], tuple[None, list[EventRecord]]] = lambda: (None, [])  # noqa: E731
@@ -177,6 +184,9 @@ class GroupWriter:
                         )
 
     def _run_group(self, group: Sequence[Write[Any]]) -> None:
+        # A caller may cancel a future it stopped waiting for; a cancelled
+        # write is dropped unapplied, and a running one can no longer be.
+        group = [w for w in group if w.future.set_running_or_notify_cancel()]
         writes = [w for w in group if w.apply is not _BARRIER]
         barriers = [w for w in group if w.apply is _BARRIER]
         outcomes: list[tuple[Write[Any], Any, BaseException | None]] = []

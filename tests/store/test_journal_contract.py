@@ -53,6 +53,25 @@ def test_insert_answers_with_the_accepted_records_and_journals_one_event_each(
     assert store.waiting() == 3
 
 
+def test_insert_async_resolves_once_durable_with_what_insert_answers(
+    store: Store,
+) -> None:
+    seen = Collector()
+    store.add_listener(seen)
+    action = new_action(key="async")
+
+    future = store.insert_async([action])
+    [inserted] = future.result(timeout=10)
+
+    assert (inserted.record.id, inserted.duplicate) == (action.id, False)
+    stored = store.get(action.id)
+    assert stored is not None and stored.state is State.ACCEPTED
+    store.flush()
+    assert [e.action_id for e in seen.events] == [action.id]
+    [again] = store.insert_async([new_action(key="async")]).result(timeout=10)
+    assert (again.record.id, again.duplicate) == (action.id, True)
+
+
 def test_an_empty_journal_has_sequence_zero_and_nothing_to_claim(store: Store) -> None:
     assert store.last_sequence() == 0
     assert store.waiting() == 0
