@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
+import grpc
 import pytest
 from echo_client import (
     Client,
@@ -18,7 +19,7 @@ from echo_client import (
     UnavailableError,
 )
 
-from echo_service._proto.echo.v1 import echo_service_pb2
+from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
 from echo_service.server import EchoServer
 from tests.conftest import WAIT, Gates
 
@@ -114,6 +115,15 @@ def test_malformed_requests_name_the_field(
     assert field in [v.field for v in answer.error.field_violations]
 
 
+def _refused(message: SessionMessage, code: grpc.StatusCode, field: str) -> str:
+    """The error's message, once its code and field violation are checked."""
+    assert message.kind == "error", message
+    assert message.error is not None
+    assert message.error.code is code
+    assert field in [v.field for v in message.error.field_violations]
+    return message.error.message
+
+
 def test_a_request_id_in_use_is_refused(session: Session, gates: Gates) -> None:
     session.assign("Block", "dup", request_id="same")
     first = _until(session, lambda m: m.request_id == "same")
@@ -121,8 +131,94 @@ def test_a_request_id_in_use_is_refused(session: Session, gates: Gates) -> None:
     session.assign("Add", 1, 1, request_id="same")
     again = _until(session, lambda m: m.kind == "error")
     assert again[-1].request_id == "same"
-    assert again[-1].error is not None
+    _refused(again[-1], grpc.StatusCode.INVALID_ARGUMENT, "request_id")
+    # The first request is untouched: its action's events still carry the id.
     gates.open("dup")
+    final = _until(session, _finished("same"))[-1]
+    assert final.event is not None and final.event.state is State.SUCCEEDED
+    # Once its action finished, the id is free again.
+    session.assign("Add", 2, 2, request_id="same")
+    reused = _until(session, _finished("same"))[-1]
+    assert reused.event is not None and reused.event.result == 4
+
+
+def test_a_request_id_is_refused_while_its_assign_or_subscription_is_live(
+    session: Session, gates: Gates
+) -> None:
+    # Sent back to back: the second arrives before the first is answered.
+    session.assign("Block", "pending", request_id="twice")
+    session.cancel("no-such-action", request_id="twice")
+    messages = _until(session, lambda m: m.kind == "error")
+    _refused(messages[-1], grpc.StatusCode.INVALID_ARGUMENT, "request_id")
+    session.subscribe(names=["Echo"], request_id="watch")
+    _until(session, lambda m: m.request_id == "watch")
+    session.assign("Echo", "x", request_id="watch")
+    clash = _until(session, lambda m: m.kind == "error")[-1]
+    assert clash.request_id == "watch"
+    _refused(clash, grpc.StatusCode.INVALID_ARGUMENT, "request_id")
+    gates.open("pending")
+    assert _until(session, _finished("twice"))[-1].event is not None
+
+
+def test_an_empty_request_id_is_refused_and_the_session_goes_on(
+    session: Session,
+) -> None:
+    session.send_raw(
+        echo_service_pb2.ConnectRequest(
+            assign=echo_service_pb2.AssignRequest(
+                action=action_pb2.Action(
+                    name="Add",
+                    args=[action_pb2.Value(int_value=1), action_pb2.Value(int_value=1)],
+                )
+            )
+        )
+    )
+    refused = _until(session, lambda m: m.kind == "error")[-1]
+    assert refused.request_id == ""
+    _refused(refused, grpc.StatusCode.INVALID_ARGUMENT, "request_id")
+    good = session.assign("Add", 1, 2)
+    assert _until(session, _finished(good))[-1].event.result == 3  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("after", [2**63, 2**64 - 1])
+def test_a_subscription_after_a_sequence_past_63_bits_is_invalid(
+    session: Session, after: int
+) -> None:
+    sub = session.subscribe(after=after)
+    refused = _until(session, lambda m: m.request_id == sub)[-1]
+    _refused(refused, grpc.StatusCode.INVALID_ARGUMENT, "subscribe.after_sequence")
+    good = session.assign("Add", 1, 2)
+    assert _until(session, _finished(good))[-1].event.result == 3  # type: ignore[union-attr]
+
+
+def test_a_subscription_beyond_the_head_is_out_of_range_and_the_head_is_fine(
+    session: Session, client: Client
+) -> None:
+    done = client.assign("Add", 1, 1).action.id
+    assert client.wait(done, timeout=WAIT_TD).finished
+    live = session.subscribe()
+    head = _until(session, lambda m: m.request_id == live)[-1].last_sequence
+    assert head
+    beyond = session.subscribe(after=head + 1)
+    refused = _until(session, lambda m: m.request_id == beyond)[-1]
+    text = _refused(refused, grpc.StatusCode.OUT_OF_RANGE, "subscribe.after_sequence")
+    assert str(head) in text
+    at_head = session.subscribe(after=head)
+    answer = _until(session, lambda m: m.request_id == at_head)[-1]
+    assert answer.kind == "subscribed"
+    assert answer.last_sequence == head
+
+
+def test_a_cancel_of_a_huge_id_is_refused_without_echoing_it(
+    session: Session,
+) -> None:
+    huge = "x" * 1_000_000
+    rid = session.cancel(huge)
+    refused = _until(session, lambda m: m.request_id == rid)[-1]
+    text = _refused(refused, grpc.StatusCode.INVALID_ARGUMENT, "cancel.id")
+    assert len(text) < 1000
+    good = session.assign("Add", 1, 2)
+    assert _until(session, _finished(good))[-1].event.result == 3  # type: ignore[union-attr]
 
 
 def test_a_cancel_answers_and_the_assign_sees_its_cancelled_event(
