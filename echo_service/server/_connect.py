@@ -26,7 +26,10 @@ errors and heartbeats are never held back by the window.
 
 The session ends with a StreamEnd when the server stops (after flushing what
 its feeds hold), when the engine stops, or once the client has half-closed
-and every assign was answered and every assigned action finished.
+and every assign was answered and every assigned action finished. It ends
+with an error status, at once, when its request stream breaks or one of its
+tasks fails (``_fail``); a subscription whose feed fails (a journal read)
+gets a RequestError and is dropped, and the session goes on.
 
 Ownership: every attribute is owned by the event loop; the tasks of one
 session interleave only at ``await``, and each block that reads and then
@@ -465,6 +468,13 @@ class Session:
                 continue
             except errors.Unavailable:
                 self._end("server shutting down", retryable=True)
+                return
+            except errors.EchoError as exc:
+                # This subscription alone failed: say so under its id.
+                self._error(rid, exc, "subscribe")
+                self._subs.pop(rid, None)
+                self._active.discard(rid)
+                await feed.aclose()
                 return
             if item is CLOSED:
                 return

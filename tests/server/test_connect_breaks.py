@@ -25,7 +25,9 @@ import pytest
 from echo_client import Client
 
 from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
+from echo_service.errors import StoreError
 from echo_service.server import EchoServer
+from echo_service.store import EventRecord, MemoryStore
 from tests.conftest import WAIT, Gates, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -251,3 +253,45 @@ def _then_wait(
             stop.set()
 
     return _Requests()
+
+
+class _ReplayFails(MemoryStore):
+    """A journal whose replays from the start fail; others work."""
+
+    def events_after(
+        self,
+        sequence: int,
+        *,
+        limit: int,
+        action_ids: frozenset[str] = frozenset(),
+        names: frozenset[str] = frozenset(),
+    ) -> list[EventRecord]:
+        if sequence == 0:
+            raise StoreError("the replay read failed")
+        return super().events_after(
+            sequence, limit=limit, action_ids=action_ids, names=names
+        )
+
+
+def test_a_subscription_whose_journal_read_fails_errs_and_the_session_goes_on(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server(journal=_ReplayFails())
+    with (
+        Client(server.address, timeout=timedelta(seconds=WAIT)) as client,
+        client.connect() as session,
+    ):
+        client.assign("Add", 1, 1)
+        sub = session.subscribe(after=0)
+        seen = []
+        for message in session:
+            seen.append(message)
+            if message.request_id == sub and message.kind == "error":
+                break
+        assert seen[-1].error is not None
+        assert seen[-1].error.code is grpc.StatusCode.INTERNAL
+        rid = session.assign("Add", 1, 2)
+        for message in session:
+            if message.request_id == rid and message.event and message.event.finished:
+                assert message.event.result == 3
+                break
