@@ -150,6 +150,8 @@ class PendingAssign:
     news: list[NewAction]
     now: float
     local_ids: frozenset[str]
+    specs: list[ActionSpec]
+    """The checked specs, in the order of ``news``."""
 
     @property
     def ids(self) -> list[str]:
@@ -486,10 +488,7 @@ class Engine:
                     f"{self._waiting} actions wait already", retry_after=_RETRY_HINT
                 )
         now = self._clock.now()
-        news = [
-            self._prepare(spec, now, parent_id, None if keys is None else keys[i])
-            for i, spec in enumerate(checked)
-        ]
+        news = self._prepare_all(checked, now, parent_id, keys)
         run_here = (
             local
             and self._executor is not None
@@ -511,7 +510,7 @@ class Engine:
                         new, owner=self._owner, lease_until=lease_until
                     )
                     local_ids.add(new.id)
-        return PendingAssign(news, now, frozenset(local_ids))
+        return PendingAssign(news, now, frozenset(local_ids), checked)
 
     def complete_assign(
         self, pending: PendingAssign, inserted: Sequence[Inserted]
@@ -543,7 +542,15 @@ class Engine:
             self._run_locally(mine)
         if len(mine) < len(fresh):
             self._wake_feeder()
-        return [Assigned(self._view(i.record), i.duplicate) for i in inserted]
+        return [
+            Assigned(
+                self._view(i.record)
+                if i.duplicate
+                else _fresh_view(i.record, pending.specs[n]),
+                i.duplicate,
+            )
+            for n, i in enumerate(inserted)
+        ]
 
     def _run_locally(self, records: Sequence[ActionRecord]) -> None:
         """Children due now, inserted claimed by us, go to this worker's deque."""
@@ -565,26 +572,71 @@ class Engine:
                 functools.partial(self._processor.process, run), run.record.priority
             )
 
-    def _prepare(
-        self, spec: ActionSpec, now: float, parent_id: str | None, key: str | None
-    ) -> NewAction:
-        options = spec.options
-        if options.delay is not None:
-            due = now + options.delay.total_seconds()
-        elif options.not_before is not None:
-            due = options.not_before.timestamp()
-        else:
-            due = now
-        action_id = uuid.uuid4().hex
-        # The action's spans continue the W3C context it came with, or else
-        # the caller's current one; the short assign span marks acceptance
-        # and gives an action without any context a trace of its own.
-        parent = extract(dict(spec.trace_context)) if spec.trace_context else None
+    def _prepare_all(
+        self,
+        specs: Sequence[ActionSpec],
+        now: float,
+        parent_id: str | None,
+        keys: Sequence[str | None] | None,
+    ) -> list[NewAction]:
+        """NewActions for one assign call: ids from one read of the random
+        source, and one ``echo.assign`` span per trace context in the call
+        (nearly always one), whose carrier every action of it continues."""
+        raw = os.urandom(16 * len(specs)).hex()
+        ids = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+        contexts: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], str]] = {}
+        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for i, spec in enumerate(specs):
+            groups.setdefault(tuple(spec.trace_context.items()), []).append(i)
+        for context, members in groups.items():
+            contexts[context] = self._assign_span(
+                [specs[i] for i in members], [ids[i] for i in members]
+            )
+        news: list[NewAction] = []
+        for i, spec in enumerate(specs):
+            options = spec.options
+            if options.delay is not None:
+                due = now + options.delay.total_seconds()
+            elif options.not_before is not None:
+                due = options.not_before.timestamp()
+            else:
+                due = now
+            carrier, trace_id = contexts[tuple(spec.trace_context.items())]
+            key = None if keys is None else keys[i]
+            news.append(
+                NewAction(
+                    id=ids[i],
+                    name=spec.name,
+                    payload=encode_action(StoredAction(spec, carrier, trace_id)),
+                    priority=options.priority,
+                    due_at=due,
+                    idempotency_key=key or options.idempotency_key or None,
+                    parent_id=parent_id,
+                    event_payload=encode_event(trace_id=trace_id),
+                )
+            )
+        return news
+
+    def _assign_span(
+        self, specs: Sequence[ActionSpec], ids: Sequence[str]
+    ) -> tuple[dict[str, str], str]:
+        """The short span that marks acceptance; returns its W3C carrier and
+        trace id. The actions' spans continue the context they came with, or
+        else the caller's current one; an action without any context gets a
+        trace of its own here."""
+        first = specs[0]
+        parent = extract(dict(first.trace_context)) if first.trace_context else None
+        names = {s.name for s in specs}
+        attributes: dict[str, str | int] = {"echo.action.count": len(specs)}
+        if len(names) == 1:
+            attributes["echo.action.name"] = first.name
+        if len(ids) == 1:
+            attributes["echo.action.id"] = ids[0]
         span = self._tracer.start_span(
-            f"echo.assign {spec.name}",
+            f"echo.assign {first.name}" if len(names) == 1 else "echo.assign",
             context=parent,
             kind=SpanKind.PRODUCER,
-            attributes={"echo.action.id": action_id, "echo.action.name": spec.name},
+            attributes=attributes,
         )
         carrier: dict[str, str] = {}
         inject(carrier, context=trace.set_span_in_context(span))
@@ -593,16 +645,7 @@ class Engine:
         trace_id = (
             format(span_context.trace_id, "032x") if span_context.is_valid else ""
         )
-        return NewAction(
-            id=action_id,
-            name=spec.name,
-            payload=encode_action(StoredAction(spec, carrier, trace_id)),
-            priority=options.priority,
-            due_at=due,
-            idempotency_key=key or options.idempotency_key or None,
-            parent_id=parent_id,
-            event_payload=encode_event(trace_id=trace_id),
-        )
+        return carrier, trace_id
 
     def _validate(
         self, spec: ActionSpec, prefix: str
@@ -991,6 +1034,29 @@ class Engine:
             updated_at=_time(record.updated_at),
             parent_id=record.parent_id,
         )
+
+
+def _fresh_view(record: ActionRecord, spec: ActionSpec) -> ActionView:
+    """The view of an action just inserted, from the spec in hand (its
+    payload encodes that spec; decoding it again would only cost time)."""
+    created = _time(record.created_at)
+    return ActionView(
+        id=record.id,
+        name=record.name,
+        args=spec.args,
+        options=spec.options,
+        metadata=spec.metadata,
+        trace_context=spec.trace_context,
+        state=record.state,
+        attempt=record.attempt,
+        result=None,
+        error=None,
+        created_at=created,
+        updated_at=created
+        if record.updated_at == record.created_at
+        else _time(record.updated_at),
+        parent_id=record.parent_id,
+    )
 
 
 def _time(epoch: float) -> datetime:

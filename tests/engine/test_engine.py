@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -426,3 +427,56 @@ def test_cancelling_a_running_action_goes_through_its_token_and_never_retries(
     events = events_until(sub, finished(x.action.id))
     assert events[-1].state is State.CANCELLED and events[-1].attempt == 1
     assert State.RETRYING not in [e.state for e in events]
+
+
+def test_an_assign_answers_with_the_action_as_get_reads_it_back(
+    make_engine, clock
+) -> None:
+    b = PlanBuilder()
+
+    @b.action(inputs=[ValueType.INT, ValueType.ANY, ValueType.BYTES])
+    def keep(ctx: ExecutionContext, a: object, b_: object, c: object) -> None:
+        return None
+
+    engine = make_engine(b.build())
+    spec = ActionSpec(
+        "keep",
+        args=(1, [2.0, {"$b": "not bytes"}, {"n": None, "t": True}], b"raw"),
+        options=ActionOptions(
+            delay=timedelta(hours=1),
+            priority=0,
+            idempotency_key="k",
+            next_action=ActionSpec("keep", args=(1, 2, b"3")),
+        ),
+        metadata={"tenant": "x"},
+    )
+    [assigned] = engine.assign([spec])
+
+    stored = engine.get(assigned.action.id)
+    assert (
+        dataclasses.replace(
+            stored, state=assigned.action.state, updated_at=assigned.action.updated_at
+        )
+        == assigned.action
+    )
+    assert len(assigned.action.id) == 32 and int(assigned.action.id, 16) >= 0
+    [again] = engine.assign([spec])
+    assert again.duplicate and again.action.id == assigned.action.id
+    assert again.action.state is State.SCHEDULED
+
+
+def test_the_actions_of_one_call_get_distinct_ids(make_engine) -> None:
+    b = PlanBuilder()
+
+    @b.action()
+    def noop(ctx: ExecutionContext) -> None:
+        return None
+
+    engine = make_engine(b.build())
+    ids = [
+        a.action.id
+        for a in engine.assign(
+            [ActionSpec("noop", options=ActionOptions(delay=timedelta(hours=1)))] * 500
+        )
+    ]
+    assert len(set(ids)) == 500

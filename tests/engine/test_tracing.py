@@ -151,3 +151,36 @@ def test_child_actions_stolen_by_another_worker_stay_in_the_parents_trace(
     child_actions = [s for s in spans if s.name == "echo.action child"]
     assert len(child_actions) == 6
     assert engine.get(next(iter(workers))).parent_id == p.action.id
+
+
+def test_one_assign_call_makes_one_assign_span_that_all_its_actions_continue(
+    make_engine,
+) -> None:
+    provider, exporter = traced()
+    b = PlanBuilder()
+
+    @b.action(output=ValueType.NONE)
+    def noop(ctx: ExecutionContext) -> None:
+        return None
+
+    engine = make_engine(b.build(), tracer_provider=provider)
+    sub = engine.subscribe()
+    other = "0af7651916cd43dd8448eb211c80319c"
+    specs = [ActionSpec("noop", trace_context=PARENT)] * 5 + [
+        ActionSpec(
+            "noop", trace_context={"traceparent": f"00-{other}-b7ad6b7169203331-01"}
+        )
+    ]
+    assigned = engine.assign(specs)
+    for a in assigned:
+        events_until(sub, finished(a.action.id))
+
+    spans = exporter.get_finished_spans()
+    assigns = [s for s in spans if s.name == "echo.assign noop"]
+    assert sorted(s.attributes["echo.action.count"] for s in assigns) == [1, 5]
+    actions = [s for s in spans if s.name == "echo.action noop"]
+    assert len(actions) == 6
+    by_trace = {s.context.trace_id: s.context.span_id for s in assigns}
+    for span in actions:
+        assert span.parent.span_id == by_trace[span.context.trace_id]
+    assert sorted(format(t, "032x") for t in by_trace) == sorted([TRACE_ID, other])
