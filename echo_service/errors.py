@@ -6,6 +6,7 @@ never import gRPC.
 
     EchoError
     ├── InvalidArgument      INVALID_ARGUMENT     bad input, with field violations
+    │   └── OutOfRange       OUT_OF_RANGE         past what exists now (a sequence)
     ├── NotFound             NOT_FOUND            no action with that id
     ├── FailedPrecondition   FAILED_PRECONDITION  e.g. cancelling a finished action
     ├── QueueFull            RESOURCE_EXHAUSTED   bounded queue is full, retry later
@@ -28,6 +29,7 @@ __all__ = [
     "FieldViolation",
     "InvalidArgument",
     "NotFound",
+    "OutOfRange",
     "PermissionDenied",
     "QueueFull",
     "SlowConsumer",
@@ -55,6 +57,11 @@ class InvalidArgument(EchoError):
     def __init__(self, message: str, violations: Sequence[FieldViolation] = ()) -> None:
         super().__init__(message)
         self.violations: tuple[FieldViolation, ...] = tuple(violations)
+
+
+class OutOfRange(InvalidArgument):
+    """A well-formed value past what exists now, such as a sequence beyond the
+    journal's head; asking again later may succeed."""
 
 
 class NotFound(EchoError):

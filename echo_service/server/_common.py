@@ -8,11 +8,10 @@ import grpc
 import grpc.aio
 
 from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
-from echo_service.errors import FieldViolation, InvalidArgument
+from echo_service.errors import FieldViolation, InvalidArgument, OutOfRange
 from echo_service.server._convert import action_to_proto, timestamp
 from echo_service.server._feed import Feed, open_feed
 from echo_service.server._runtime import Runtime
-from echo_service.server._status import OutOfRange
 from echo_service.telemetry import current_traceparent
 
 __all__ = [

@@ -26,7 +26,7 @@ from echo_service import errors
 from echo_service._proto.echo.v1 import echo_service_pb2
 from echo_service.server._convert import duration, field_violations_to_proto
 
-__all__ = ["OutOfRange", "Problem", "problem_for", "request_error", "rpc_status_for"]
+__all__ = ["Problem", "problem_for", "request_error", "rpc_status_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +46,9 @@ _VIOLATIONS_BUDGET = 2048
 """Bytes of field violations one answer carries; the rest are counted."""
 
 
-class OutOfRange(errors.InvalidArgument):
-    """A well-formed value past what exists now, such as a sequence beyond the
-    journal's head; asking again later may succeed. Its violations name the
-    field. (It belongs in the shared error tree; until it is there, it lives
-    beside the one mapping that gives it its code.)"""
-
-
 # First match wins: OutOfRange before the InvalidArgument it extends.
 _CODES: tuple[tuple[type[errors.EchoError], grpc.StatusCode], ...] = (
-    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
     (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),

@@ -32,7 +32,8 @@ class EchoServiceStub:
     Errors use canonical status codes with google.rpc details in the
     grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
     violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+    FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
     @_typing.overload
@@ -74,7 +75,8 @@ class EchoServiceAsyncStub(EchoServiceStub):
     Errors use canonical status codes with google.rpc details in the
     grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
     violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+    FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -112,7 +114,8 @@ class EchoServiceServicer(metaclass=_abc_1.ABCMeta):
     Errors use canonical status codes with google.rpc details in the
     grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
     violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+    FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
     @_abc_1.abstractmethod

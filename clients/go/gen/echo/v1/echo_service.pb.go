@@ -317,7 +317,9 @@ type StreamRequest struct {
 	// Only events of actions with these names. Empty: all.
 	ActionNames []string `protobuf:"bytes,2,rep,name=action_names,json=actionNames,proto3" json:"action_names,omitempty"`
 	// Replay journaled events with a sequence above this one before going live.
-	// Unset: live events only. 0: everything still journaled.
+	// Unset: live events only. 0: everything still journaled. A value above the
+	// journal's head is refused with OUT_OF_RANGE naming the head; one above
+	// 2^63-1 with INVALID_ARGUMENT.
 	AfterSequence *uint64 `protobuf:"varint,3,opt,name=after_sequence,json=afterSequence,proto3,oneof" json:"after_sequence,omitempty"`
 	// How often to send a heartbeat when no event flows. Default 15s; the server
 	// clamps it to [1s, 5m].
@@ -615,7 +617,8 @@ func (x *StreamEnd) GetLastSequence() uint64 {
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The client's id for this request, echoed on every reply and on the events
-	// of actions assigned by it. Required, unique within the session.
+	// of actions assigned by it. Required, unique among the session's live
+	// requests: a repeat is answered with an INVALID_ARGUMENT RequestError.
 	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// What the client asks. Required.
 	//

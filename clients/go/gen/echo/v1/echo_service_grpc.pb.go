@@ -39,7 +39,8 @@ const (
 // Errors use canonical status codes with google.rpc details in the
 // grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
 // violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-// FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+// FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+// PERMISSION_DENIED, UNAUTHENTICATED.
 type EchoServiceClient interface {
 	// Assign one action. Answers only once the action is durable in the
 	// journal. A repeat with a retained idempotency key returns the first action.
@@ -188,7 +189,8 @@ func (c *echoServiceClient) Shutdown(ctx context.Context, in *ShutdownRequest, o
 // Errors use canonical status codes with google.rpc details in the
 // grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
 // violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-// FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+// FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+// PERMISSION_DENIED, UNAUTHENTICATED.
 type EchoServiceServer interface {
 	// Assign one action. Answers only once the action is durable in the
 	// journal. A repeat with a retained idempotency key returns the first action.

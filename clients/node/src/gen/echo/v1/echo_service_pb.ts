@@ -172,7 +172,9 @@ export type StreamRequest = Message<"echo.v1.StreamRequest"> & {
 
   /**
    * Replay journaled events with a sequence above this one before going live.
-   * Unset: live events only. 0: everything still journaled.
+   * Unset: live events only. 0: everything still journaled. A value above the
+   * journal's head is refused with OUT_OF_RANGE naming the head; one above
+   * 2^63-1 with INVALID_ARGUMENT.
    *
    * @generated from field: optional uint64 after_sequence = 3;
    */
@@ -314,7 +316,8 @@ export const StreamEndSchema: GenMessage<StreamEnd> = /*@__PURE__*/
 export type ConnectRequest = Message<"echo.v1.ConnectRequest"> & {
   /**
    * The client's id for this request, echoed on every reply and on the events
-   * of actions assigned by it. Required, unique within the session.
+   * of actions assigned by it. Required, unique among the session's live
+   * requests: a repeat is answered with an INVALID_ARGUMENT RequestError.
    *
    * @generated from field: string request_id = 1;
    */
@@ -751,7 +754,8 @@ export const ShutdownResponseSchema: GenMessage<ShutdownResponse> = /*@__PURE__*
  * Errors use canonical status codes with google.rpc details in the
  * grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
  * violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
- * FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+ * FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+ * PERMISSION_DENIED, UNAUTHENTICATED.
  *
  * @generated from service echo.v1.EchoService
  */

@@ -31,7 +31,8 @@ class EchoServiceStub:
     Errors use canonical status codes with google.rpc details in the
     grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
     violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+    FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
     def __init__(self, channel):
@@ -93,7 +94,8 @@ class EchoServiceServicer:
     Errors use canonical status codes with google.rpc details in the
     grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
     violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+    FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
     def Assign(self, request, context):
@@ -226,7 +228,8 @@ class EchoService:
     Errors use canonical status codes with google.rpc details in the
     grpc-status-details-bin trailer: INVALID_ARGUMENT with BadRequest field
     violations, RESOURCE_EXHAUSTED and UNAVAILABLE with RetryInfo, NOT_FOUND,
-    FAILED_PRECONDITION, PERMISSION_DENIED, UNAUTHENTICATED.
+    FAILED_PRECONDITION, OUT_OF_RANGE (a sequence beyond the journal's head),
+    PERMISSION_DENIED, UNAUTHENTICATED.
     """
 
     @staticmethod
