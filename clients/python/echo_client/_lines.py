@@ -8,13 +8,16 @@ declares (fetched with ListSignatures):
 type       command-line text
 =========  ==========================================================
 string     as given
-int        a decimal integer
+int        a decimal integer within 64 bits (``-5`` is a number, not a flag)
 double     a number
 bool       true/false, yes/no, on/off, 1/0
-bytes      UTF-8 bytes of the text
+bytes      the word's bytes as given (UTF-8 or not)
 json       JSON text (``'{"a": 1}'``, ``'[1,2]'``, ``'"text"'``)
 any        JSON text when it parses, else the text as a string
 =========  ==========================================================
+
+Text must be UTF-8 and JSON must be standard (no ``NaN`` or ``Infinity``),
+on the command line and in input lines alike.
 
 In an input line (``--from``), ``args`` is a JSON array: a string for
 string, an integer for int, a number for double, ``true``/``false`` for
@@ -31,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,12 +48,28 @@ from echo_client._values import Json
 
 __all__ = ["LineError", "coerce_words", "dumps", "parse_line"]
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
 
 class LineError(ValueError):
     """An input that cannot become an action; the message says why."""
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not standard JSON")
+
+
+def _loads(text: str) -> Any:
+    """Standard JSON only: ``NaN`` and ``Infinity`` cannot be sent as JSON."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
+def _int64(value: int) -> int:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"{value} is outside the 64-bit range")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +108,19 @@ def coerce_words(
 
 
 def _from_text(word: str, kind: str, param: str) -> object:
+    if kind == "bytes":
+        # A word that was not UTF-8 reaches Python surrogate-escaped; these
+        # are the bytes as the shell passed them.
+        return os.fsencode(word)
+    try:
+        word.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LineError(f"{param} ({kind}): not UTF-8 text") from None
     try:
         if kind == "string":
             return word
         if kind == "int":
-            return int(word)
+            return _int64(int(word))
         if kind == "double":
             return float(word)
         if kind == "bool":
@@ -102,13 +130,11 @@ def _from_text(word: str, kind: str, param: str) -> object:
             if lowered in _FALSE:
                 return False
             raise ValueError(f"not a boolean: {word!r}")
-        if kind == "bytes":
-            return word.encode()
         if kind == "json":
-            return Json(json.loads(word))
+            return Json(_loads(word))
         if kind == "any":
             try:
-                return json.loads(word)
+                return _loads(word)
             except ValueError:
                 return word
     except ValueError as exc:
@@ -120,7 +146,10 @@ def _from_json(value: object, kind: str, where: str) -> object:
     if kind == "string" and isinstance(value, str):
         return value
     if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return value
+        try:
+            return _int64(value)
+        except ValueError as exc:
+            raise LineError(f"{where}: {exc}") from None
     if (
         kind == "double"
         and isinstance(value, int | float)
@@ -152,9 +181,15 @@ def parse_line(
     if not text.strip():
         return None
     try:
-        body = json.loads(text)
+        body = _loads(text)
     except ValueError as exc:
         raise LineError(f"not JSON: {exc}") from None
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise LineError(
+            "a string holds a lone surrogate (\\ud800 to \\udfff)"
+        ) from None
     if not isinstance(body, dict):
         raise LineError("a line must be a JSON object")
     unknown = set(body) - {"name", "args", "options", "metadata"}

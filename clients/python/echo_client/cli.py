@@ -6,8 +6,13 @@ errors and progress go to stderr. Exit status:
 * 0: everything asked was accepted (and, with ``--wait``, succeeded);
 * 1: an action failed or was cancelled, a request or an input line was
   refused (each bad line is named on stderr with its line number);
-* 2: the command line itself is wrong;
-* 3: the server could not be reached, or a call failed for another reason.
+* 2: the command line itself is wrong (a bad flag, a value outside what
+  its proto field can hold, an unreadable ``--from`` file);
+* 3: the server could not be reached, or a call failed for another reason;
+* 130: interrupted (Ctrl-C).
+
+A negative number is an argument, not a flag: ``echoctl assign Add -5 1``.
+``--`` ends the flags; every word after it is an argument.
 
 Every command takes ``--target HOST:PORT`` (or ``ECHO_TARGET``; default
 ``localhost:50051``), ``--auth-token`` (or ``ECHO_AUTH_TOKEN``) for a server
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import sys
 import time
@@ -31,6 +37,8 @@ from typing import IO, Annotated, Any
 
 import grpc
 import typer
+import typer.core
+import typer.main
 
 from echo_client._aio import AsyncClient
 from echo_client._call import DEFAULT_TARGET, Backoff
@@ -48,6 +56,72 @@ from echo_client._types import Action, Assigned, Event, Options, Signature, Stat
 __all__ = ["app", "main"]
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_UINT64_MAX = 2**64 - 1
+_MAX_SECONDS = 315_576_000_000.0
+"""The longest ``google.protobuf.Duration`` (10,000 years); also caps
+``--timeout``, which a longer value would overflow."""
+
+# Typer has shipped click both as a dependency and vendored; the public
+# BadParameter names the base classes either way.
+_UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+_ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose negative numbers are arguments, not unknown flags.
+
+    Click reads any word starting with ``-`` as a flag, so ``Add -5 1`` fails
+    with "No such option: -5". Here the words are split before click sees
+    them: flags (with their values) first, then ``--``, then the arguments
+    in their order. Words after the user's own ``--`` stay arguments.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        takes_value: set[str] = set()
+        flags: set[str] = set()
+        for param in self.get_params(ctx):
+            if not isinstance(param, typer.core.TyperOption):
+                continue
+            names = [*param.opts, *param.secondary_opts]
+            flags.update(names)
+            if not param.is_flag and not param.count:
+                takes_value.update(names)
+        options: list[str] = []
+        arguments: list[str] = []
+        words = iter(args)
+        for word in words:
+            if word == "--":
+                arguments.extend(words)
+                break
+            if _is_negative_number(word) and word not in flags:
+                arguments.append(word)
+            elif word.startswith("-") and len(word) > 1:
+                options.append(word)
+                if word in takes_value:
+                    options.extend(itertools.islice(words, 1))
+            else:
+                arguments.append(word)
+        if not arguments:
+            return super().parse_args(ctx, options)
+        return super().parse_args(ctx, [*options, "--", *arguments])
+
+
+def _is_negative_number(word: str) -> bool:
+    if not word.startswith("-") or word.startswith("--"):
+        return False
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
 
 app = typer.Typer(
     help="Talk to an Echo service: assign actions, wait, stream events, cancel.",
@@ -92,6 +166,42 @@ def _report(error: EchoError) -> int:
     return _exit_for(error)
 
 
+def _utf8(value: str, what: str) -> str:
+    """``value`` unchanged, or a usage exit when it cannot be sent as text
+    (words that were not UTF-8 reach Python as lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        _note(f"{what} is not UTF-8 text")
+        raise typer.Exit(USAGE) from None
+    return value
+
+
+def _header(value: str, what: str) -> str:
+    """``value`` unchanged, or a usage exit when gRPC cannot carry it in a
+    header (printable ASCII only)."""
+    if not (value.isascii() and value.isprintable()):
+        _note(f"{what} must be printable ASCII")
+        raise typer.Exit(USAGE)
+    return value
+
+
+def _check_target(target: str) -> str:
+    if (
+        not target
+        or not target.isascii()
+        or not target.isprintable()
+        or (" " in target)
+    ):
+        _note(f"--target {target!r}: expected HOST:PORT")
+        raise typer.Exit(USAGE)
+    found = re.fullmatch(r"(?:[^/]*):(\d+)", target)
+    if found and not 0 < int(found.group(1)) <= 65535:
+        _note(f"--target {target!r}: the port must be 1 to 65535")
+        raise typer.Exit(USAGE)
+    return target
+
+
 @app.callback()
 def _options(  # noqa: PLR0917 - typer maps each parameter to a flag
     ctx: typer.Context,
@@ -102,7 +212,8 @@ def _options(  # noqa: PLR0917 - typer maps each parameter to a flag
         ),
     ] = DEFAULT_TARGET,
     timeout: Annotated[
-        float, typer.Option(help="Seconds each call may take.", min=0.001)
+        float,
+        typer.Option(help="Seconds each call may take.", min=0.001, max=_MAX_SECONDS),
     ] = 30.0,
     auth_token: Annotated[
         str | None,
@@ -128,6 +239,9 @@ def _options(  # noqa: PLR0917 - typer maps each parameter to a flag
     ] = None,
 ) -> None:
     """Talk to an Echo service: assign actions, wait, stream events, cancel."""
+    _check_target(target)
+    if auth_token:
+        _header(auth_token, "--auth-token (or ECHO_AUTH_TOKEN)")
     metadata = (("authorization", f"Bearer {auth_token}"),) if auth_token else ()
     credentials = None
     if tls or tls_ca or tls_cert or tls_key:
@@ -163,7 +277,7 @@ def _signatures(client: Client) -> dict[str, Signature]:
 # -- simple commands ---------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def signatures(ctx: typer.Context) -> None:
     """Print the plan's signatures, one JSON object per line."""
     settings = _settings(ctx)
@@ -176,11 +290,12 @@ def signatures(ctx: typer.Context) -> None:
         _out(signature.as_dict())
 
 
-@app.command()
+@app.command(cls=_Command)
 def get(
     ctx: typer.Context, action_id: Annotated[str, typer.Argument(metavar="ID")]
 ) -> None:
     """Print one action, with its state, as a JSON object."""
+    _utf8(action_id, "ID")
     try:
         with _client(_settings(ctx)) as client:
             _out(client.get(action_id).as_dict())
@@ -188,13 +303,15 @@ def get(
         raise typer.Exit(_report(exc)) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def cancel(
     ctx: typer.Context,
     action_id: Annotated[str, typer.Argument(metavar="ID")],
     reason: Annotated[str, typer.Option(help="Recorded with the cancellation.")] = "",
 ) -> None:
     """Cancel an action; print it as it stands afterwards."""
+    _utf8(action_id, "ID")
+    _utf8(reason, "--reason")
     try:
         with _client(_settings(ctx)) as client:
             _out(client.cancel(action_id, reason).as_dict())
@@ -202,7 +319,7 @@ def cancel(
         raise typer.Exit(_report(exc)) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def shutdown(
     ctx: typer.Context,
     admin_token: Annotated[
@@ -215,13 +332,15 @@ def shutdown(
         ),
     ] = "",
     grace: Annotated[
-        float | None, typer.Option(help="Seconds running actions may take.", min=0)
+        float | None,
+        typer.Option(help="Seconds running actions may take.", min=0, max=_MAX_SECONDS),
     ] = None,
 ) -> None:
     """Ask the server to drain and stop; needs its admin token."""
     if not admin_token:
         _note("an admin token is required (--admin-token or ECHO_ADMIN_TOKEN)")
         raise typer.Exit(USAGE)
+    _header(admin_token, "--admin-token (or ECHO_ADMIN_TOKEN)")
     try:
         with _client(_settings(ctx)) as client:
             report = client.shutdown(
@@ -232,12 +351,16 @@ def shutdown(
     _out({"running": report.running, "waiting": report.waiting})
 
 
-@app.command()
+@app.command(cls=_Command)
 def stream(
     ctx: typer.Context,
     after: Annotated[
         int | None,
-        typer.Option(help="Replay events after this sequence first (0: all).", min=0),
+        typer.Option(
+            help="Replay events after this sequence first (0: all).",
+            min=0,
+            max=_UINT64_MAX,
+        ),
     ] = None,
     action_id: Annotated[
         list[str] | None, typer.Option("--id", help="Only this action (repeatable).")
@@ -247,10 +370,18 @@ def stream(
         typer.Option("--name", help="Only this action name (repeatable)."),
     ] = None,
     count: Annotated[
-        int | None, typer.Option(help="Stop after this many events.", min=1)
+        int | None,
+        typer.Option(
+            help="Stop after this many events (default: until Ctrl-C).", min=1
+        ),
     ] = None,
 ) -> None:
-    """Print events as JSON lines as they happen; reconnects and resumes."""
+    """Print events as JSON lines as they happen; reconnects and resumes.
+
+    Runs until --count events are printed or Ctrl-C (exit status 130).
+    """
+    for word in (*(action_id or ()), *(name or ())):
+        _utf8(word, "--id/--name")
     printed = 0
     try:
         with (
@@ -268,13 +399,13 @@ def stream(
     except EchoError as exc:
         raise typer.Exit(_report(exc)) from None
     except KeyboardInterrupt:
-        pass
+        raise typer.Exit(INTERRUPTED) from None
 
 
 # -- assign -----------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def assign(  # noqa: PLR0917 - typer maps each parameter to a flag
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="The action's name.")] = None,
@@ -294,9 +425,15 @@ def assign(  # noqa: PLR0917 - typer maps each parameter to a flag
         bool, typer.Option("--wait", help="Wait for each action and print its outcome.")
     ] = False,
     delay: Annotated[
-        float | None, typer.Option(help="Seconds before the action may run.", min=0)
+        float | None,
+        typer.Option(
+            help="Seconds before the action may run.", min=0, max=_MAX_SECONDS
+        ),
     ] = None,
-    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(help="Higher runs first.", min=_INT32_MIN, max=_INT32_MAX),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option(help="A repeat with this key returns the first action."),
@@ -308,7 +445,10 @@ def assign(  # noqa: PLR0917 - typer maps each parameter to a flag
         int, typer.Option(help="Actions per AssignMany call with --from.", min=1)
     ] = 500,
 ) -> None:
-    """Assign one action (NAME ARG...) or every line of --from FILE."""
+    """Assign one action (NAME ARG...) or every line of --from FILE.
+
+    Negative numbers are arguments (Add -5 1); -- ends the flags.
+    """
     settings = _settings(ctx)
     if from_file is not None:
         if name is not None or args:
@@ -318,9 +458,12 @@ def assign(  # noqa: PLR0917 - typer maps each parameter to a flag
     if name is None:
         _note("an action name (or --from FILE) is required")
         raise typer.Exit(USAGE)
+    _utf8(name, "the action name")
+    if idempotency_key is not None:
+        _utf8(idempotency_key, "--idempotency-key")
     pairs = {}
     for item in metadata or ():
-        key, sep, value = item.partition("=")
+        key, sep, value = _utf8(item, "--metadata").partition("=")
         if not sep or not key:
             _note(f"--metadata {item!r}: expected KEY=VALUE")
             raise typer.Exit(USAGE)
@@ -406,11 +549,13 @@ def _outcome_of_event(event: Event, line: int | None) -> dict[str, Any]:
 # -- assign --from ------------------------------------------------------------
 
 
-def _lines(source: str) -> Iterator[str]:
+def _lines(source: str) -> Iterator[bytes]:
+    """Raw lines: each is decoded on its own so that one line that is not
+    UTF-8 is refused by its number instead of sinking the whole input."""
     if source == "-":
-        yield from sys.stdin
+        yield from sys.stdin.buffer
         return
-    with Path(source).open(encoding="utf-8") as handle:
+    with Path(source).open("rb") as handle:
         yield from handle
 
 
@@ -418,15 +563,12 @@ def _assign_file(settings: _Settings, source: str, *, wait: bool, chunk: int) ->
     try:
         lines = list(_lines(source))
     except OSError as exc:
-        _note(f"cannot read {source}: {exc.strerror}")
-        return USAGE
-    except UnicodeDecodeError as exc:
-        _note(f"{source} is not UTF-8 text: {exc.reason}")
+        _note(f"cannot read {source}: {exc.strerror or exc}")
         return USAGE
     try:
         return asyncio.run(_Bulk(settings, lines, wait=wait, chunk=chunk).run())
     except KeyboardInterrupt:
-        return FAILED
+        return INTERRUPTED
 
 
 class _Progress:
@@ -473,7 +615,7 @@ class _Bulk:
     from one event stream opened before the first assign."""
 
     def __init__(
-        self, settings: _Settings, lines: Sequence[str], *, wait: bool, chunk: int
+        self, settings: _Settings, lines: Sequence[bytes], *, wait: bool, chunk: int
     ) -> None:
         self._settings = settings
         self._lines = lines
@@ -533,7 +675,16 @@ class _Bulk:
 
     def _parse(self, signatures: dict[str, Signature]) -> list[ParsedLine]:
         parsed: list[ParsedLine] = []
-        for number, text in enumerate(self._lines, 1):
+        for number, raw in enumerate(self._lines, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _note(
+                    f"line {number}: not UTF-8 text "
+                    f"(byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                )
+                self._fail()
+                continue
             try:
                 line = parse_line(text, number, signatures)
             except LineError as exc:
@@ -646,13 +797,39 @@ class _Bulk:
             self._progress.advance()
 
 
+def _usage(error: Exception) -> int:
+    """Click's usage errors as one ``echoctl:`` line instead of a block."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        getattr(error, "show")()  # the help text itself  # noqa: B009
+        return USAGE
+    message = " ".join(str(getattr(error, "format_message", error.__str__)()).split())
+    command = getattr(getattr(error, "ctx", None), "command_path", "echoctl")
+    _note(f"{message} (see '{command} --help')")
+    return USAGE
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     """The ``echoctl`` console script."""
+    command = typer.main.get_command(app)
     try:
-        app(args=None if argv is None else list(argv), prog_name="echoctl")
+        status = command.main(
+            args=None if argv is None else list(argv),
+            prog_name="echoctl",
+            standalone_mode=False,
+        )
+    except _UsageError as exc:
+        status = _usage(exc)
+    except _ClickException as exc:
+        _note(" ".join(str(exc).split()))
+        status = USAGE
+    except (KeyboardInterrupt, typer.Abort):
+        status = INTERRUPTED
     except BrokenPipeError:
         # The reader went away (``| head``): not an error of ours.
-        sys.stderr.close()
+        with contextlib.suppress(OSError):
+            sys.stderr.close()
+        status = OK
+    sys.exit(status if isinstance(status, int) else OK)
 
 
 if __name__ == "__main__":
