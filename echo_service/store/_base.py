@@ -108,6 +108,24 @@ class NewAction:
     lease_until: float | None = None
     """With ``owner``: epoch seconds when the claim may be taken, as a
     claim's lease; None holds it like a claim without a lease."""
+    only_if_idle: bool = False
+    """With ``owner``: take the claim only if no other action is due and
+    unclaimed when the insert runs, so that fresh work never overtakes work
+    that waits; otherwise insert it claimable like any other. The answer's
+    ``record.owner`` says which happened."""
+    also: State | None = None
+    """A second state journaled in the same transaction, right after
+    ACCEPTED, with the same event payload: SCHEDULED for an action due later,
+    or QUEUED for one inserted claimed (written only if the claim was taken).
+    The action's state is then this one."""
+
+
+def second_state(action: NewAction, owner: str | None) -> State | None:
+    """The ``also`` state an insert journals for ``action`` when the claim
+    went to ``owner`` (None: not claimed); see ``NewAction.also``."""
+    if action.also is State.QUEUED and owner is None:
+        return None
+    return action.also
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +235,15 @@ class Store(Protocol):
         """
         ...
 
-    def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
+    def record(
+        self, transitions: Sequence[Transition], *, linger: timedelta = timedelta(0)
+    ) -> Future[list[EventRecord]]:
         """Apply transitions and append their events, in order, atomically.
+
+        ``linger``: the write may wait up to this long for another write to
+        share its commit (a RUNNING that the outcome soon follows, say). A
+        write submitted later never commits before it, and ``flush`` does
+        not wait for the linger.
 
         The future fails with ``NotFound`` (and nothing is written) when an
         action id is unknown, with ``FailedPrecondition`` (nothing written)
@@ -239,8 +264,15 @@ class Store(Protocol):
         limit: int,
         owner: str,
         lease: timedelta | None = None,
+        queued: Callable[[ActionRecord], bytes | None] | None = None,
     ) -> list[ActionRecord]:
         """Take up to ``limit`` due, unclaimed, unfinished actions for ``owner``.
+
+        ``queued`` (optional) names the QUEUED event of each claimed action:
+        its payload, or None for no event. Each action with a payload becomes
+        QUEUED and its event is journaled with the claim, in the same
+        transaction in the single-node stores, right after it in a shared one.
+        ``queued`` runs on a store thread and must be quick.
 
         Highest priority first, then earliest due time, then insertion order.
         A claimed action is not returned again until released, or until its
@@ -248,7 +280,7 @@ class Store(Protocol):
         while the claiming store runs: single-node stores never expire it; a
         shared store gives it a lease of its own and keeps renewing it, so
         the claims of a replica that died come free. Only ``limit`` rows are
-        read. The claim is not an event: the engine records QUEUED itself.
+        read. The claim itself is not an event.
         """
         ...
 

@@ -28,6 +28,7 @@ from ._base import (
     NewAction,
     State,
     Transition,
+    second_state,
 )
 from ._writer import GroupWriter, Write
 
@@ -167,6 +168,7 @@ class MemoryStore:
             batch_ids.add(action.id)
         out: list[Inserted] = []
         events: list[EventRecord] = []
+        idle: bool | None = None  # no due unclaimed action; asked at most once
         for action in actions:
             key = action.idempotency_key
             if key is not None:
@@ -176,13 +178,20 @@ class MemoryStore:
                     if first is not None:
                         out.append(Inserted(first.record(), duplicate=True))
                         continue
+            owner = action.owner
+            if owner is not None and action.only_if_idle:
+                if idle is None:
+                    idle = not self._due_waiting(now)
+                if not idle:
+                    owner = None
+            also = second_state(action, owner)
             self._next_row += 1
             row = _Row(
                 seq=self._next_row,
                 id=action.id,
                 name=action.name,
                 payload=action.payload,
-                state=State.ACCEPTED,
+                state=also or State.ACCEPTED,
                 priority=action.priority,
                 due_at=action.due_at,
                 attempt=0,
@@ -195,22 +204,28 @@ class MemoryStore:
             if key is not None:
                 self._keys[key] = (row.id, now)
             self._unfinished += 1
-            if action.owner is None:
+            if owner is None:
                 self._enqueue(row)
             else:
-                row.owner = action.owner
+                row.owner = owner
                 row.lease_until = action.lease_until
                 self._claimed[row.id] = row
             events.append(
                 self._event(row, State.ACCEPTED, now, action.event_payload, 0)
             )
+            if also is not None:
+                events.append(self._event(row, also, now, action.event_payload, 0))
             out.append(Inserted(row.record(), duplicate=False))
         return out, events
 
-    def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
+    def record(
+        self, transitions: Sequence[Transition], *, linger: timedelta = timedelta(0)
+    ) -> Future[list[EventRecord]]:
         transitions = list(transitions)
         return self._writer.submit(
-            lambda: self._record(transitions), weight=max(1, len(transitions))
+            lambda: self._record(transitions),
+            weight=max(1, len(transitions)),
+            linger=linger.total_seconds(),
         )
 
     def _record(
@@ -260,17 +275,25 @@ class MemoryStore:
         limit: int,
         owner: str,
         lease: timedelta | None = None,
+        queued: Callable[[ActionRecord], bytes | None] | None = None,
     ) -> list[ActionRecord]:
         until = None if lease is None else now + lease.total_seconds()
         return self._writer.call(
-            lambda: (self._claim(now, limit, owner, until), []), weight=limit
+            lambda: self._claim(now, limit, owner, until, queued), weight=limit
         )
 
     def _claim(
-        self, now: float, limit: int, owner: str, until: float | None
-    ) -> list[ActionRecord]:
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        until: float | None,
+        queued: Callable[[ActionRecord], bytes | None] | None,
+    ) -> tuple[list[ActionRecord], list[EventRecord]]:
         self._expire_leases(now)
         out: list[ActionRecord] = []
+        events: list[EventRecord] = []
+        at = self._clock()
         for priority in reversed(list(self._priorities)):
             heap = self._ready[priority]
             while heap and len(out) < limit:
@@ -285,12 +308,19 @@ class MemoryStore:
                 row.owner = owner
                 row.lease_until = until
                 self._claimed[row.id] = row
+                payload = None if queued is None else queued(row.record())
+                if payload is not None:
+                    row.state = State.QUEUED
+                    row.updated_at = at
+                    events.append(
+                        self._event(row, State.QUEUED, at, payload, row.attempt)
+                    )
                 out.append(row.record())
             if not heap:
                 self._drop_heap(priority)
             if len(out) >= limit:
                 break
-        return out
+        return out, events
 
     def renew(
         self, action_ids: Iterable[str], *, owner: str, now: float, lease: timedelta
@@ -455,6 +485,22 @@ class MemoryStore:
             heap = self._ready[row.priority] = []
             bisect.insort(self._priorities, row.priority)
         heapq.heappush(heap, (row.due_at, row.seq, row.ticket, row.id))
+
+    def _due_waiting(self, now: float) -> bool:
+        """True when some unclaimed unfinished action is due at ``now``."""
+        for priority in list(self._priorities):
+            heap = self._ready[priority]
+            while heap:
+                due_at, _, ticket, action_id = heap[0]
+                row = self._rows.get(action_id)
+                if row is not None and row.ticket == ticket and row.claimable:
+                    if due_at <= now:
+                        return True
+                    break
+                heapq.heappop(heap)
+            if not heap:
+                self._drop_heap(priority)
+        return False
 
     def _drop_heap(self, priority: int) -> None:
         del self._ready[priority]

@@ -47,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -63,6 +64,7 @@ from ._base import (
     NewAction,
     State,
     Transition,
+    second_state,
 )
 from ._pool import Pool
 from ._writer import GroupWriter, Write, done_future
@@ -314,6 +316,7 @@ class _Journal:
         new: list[tuple[ActionRecord, bytes]] = []
         owned_from: list[NewAction] = []  # the NewAction of each entry of new
         in_batch: dict[str, ActionRecord] = {}
+        idle: bool | None = None  # no due unclaimed action; asked at most once
         for action in actions:
             key = action.idempotency_key
             if key is not None:
@@ -330,11 +333,24 @@ class _Journal:
                 if first is not None:
                     out.append(Inserted(first, duplicate=True))
                     continue
+            owner = action.owner
+            if owner is not None and action.only_if_idle:
+                if idle is None:
+                    idle = (
+                        self.conn.execute(
+                            "SELECT 1 FROM echo_actions WHERE NOT done "
+                            "AND owner IS NULL AND due_at <= %s LIMIT 1",
+                            (now,),
+                        ).fetchone()
+                        is None
+                    )
+                if not idle:
+                    owner = None
             record = ActionRecord(
                 id=action.id,
                 name=action.name,
                 payload=action.payload,
-                state=State.ACCEPTED,
+                state=second_state(action, owner) or State.ACCEPTED,
                 priority=action.priority,
                 due_at=action.due_at,
                 attempt=0,
@@ -343,10 +359,10 @@ class _Journal:
                 created_at=now,
                 updated_at=now,
                 outcome=None,
-                owner=action.owner,
+                owner=owner,
                 lease_until=(
                     None
-                    if action.owner is None
+                    if owner is None
                     else now + self.lease
                     if action.lease_until is None
                     else action.lease_until
@@ -365,12 +381,13 @@ class _Journal:
                     "INSERT INTO echo_actions (id, name, payload, state, priority, "
                     "due_at, idempotency_key, parent_id, created_at, updated_at, "
                     "owner, lease_until, renewed) VALUES "
-                    "(%s, %s, %s, 'accepted', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     [
                         (
                             r.id,
                             r.name,
                             r.payload,
+                            r.state.value,
                             r.priority,
                             r.due_at,
                             r.idempotency_key,
@@ -399,7 +416,15 @@ class _Journal:
                     [(key, r.id, now) for key, r in in_batch.items()],
                 )
         events = self._new_events(
-            [(r.id, r.name, State.ACCEPTED, 0, now, payload) for r, payload in new]
+            [
+                (r.id, r.name, state, 0, now, payload)
+                for r, payload in new
+                for state in (
+                    (State.ACCEPTED,)
+                    if r.state is State.ACCEPTED
+                    else (State.ACCEPTED, r.state)
+                )
+            ]
         )
         self.unfinished += len(new)
         return out, events
@@ -599,10 +624,14 @@ class PostgresStore:
             lambda: self._journal.insert(actions), weight=2 * len(actions)
         )
 
-    def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
+    def record(
+        self, transitions: Sequence[Transition], *, linger: timedelta = timedelta(0)
+    ) -> Future[list[EventRecord]]:
         transitions = list(transitions)
         return self._writer.submit(
-            lambda: self._journal.record(transitions), weight=max(1, len(transitions))
+            lambda: self._journal.record(transitions),
+            weight=max(1, len(transitions)),
+            linger=linger.total_seconds(),
         )
 
     def flush(self) -> None:
@@ -618,6 +647,7 @@ class PostgresStore:
         limit: int,
         owner: str,
         lease: timedelta | None = None,
+        queued: Callable[[ActionRecord], bytes | None] | None = None,
     ) -> list[ActionRecord]:
         if limit <= 0:
             return []
@@ -669,7 +699,28 @@ class PostgresStore:
             return out
 
         result: list[ActionRecord] = self._with_connection("claiming", work)
-        return result
+        if queued is None or not result:
+            return result
+        # Events take their sequence numbers on the writer: QUEUED follows
+        # the claim's own transaction, fenced by the claim just taken.
+        named = [(r, queued(r)) for r in result]
+        marks = [
+            Transition(r.id, State.QUEUED, event_payload=p, owner=owner)
+            for r, p in named
+            if p is not None
+        ]
+        if not marks:
+            return result
+        try:
+            self.record(marks).result()
+        except errors.EchoError:
+            # Nothing of it was written; the claims stand without the events,
+            # as before an engine recorded QUEUED itself.
+            logger.warning("QUEUED of %d claimed actions not journaled", len(marks))
+            return result
+        return [
+            replace(r, state=State.QUEUED) if p is not None else r for r, p in named
+        ]
 
     def renew(
         self, action_ids: Iterable[str], *, owner: str, now: float, lease: timedelta

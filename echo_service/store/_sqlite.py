@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from ._base import (
     NewAction,
     State,
     Transition,
+    second_state,
 )
 from ._checkpoint import Checkpointer
 from ._pool import Pool
@@ -366,6 +368,7 @@ class _Journal:
         new: list[ActionRecord] = []
         payloads: list[bytes] = []
         in_batch: dict[str, ActionRecord] = {}
+        idle: bool | None = None  # no due unclaimed action; asked at most once
         for action in actions:
             key = action.idempotency_key
             if key is not None:
@@ -381,11 +384,24 @@ class _Journal:
                 if first is not None:
                     out.append(Inserted(first, duplicate=True))
                     continue
+            owner = action.owner
+            if owner is not None and action.only_if_idle:
+                if idle is None:
+                    idle = (
+                        self.conn.execute(
+                            "SELECT 1 FROM actions WHERE done = 0 AND owner IS NULL "
+                            "AND due_at <= ? LIMIT 1",
+                            (now,),
+                        ).fetchone()
+                        is None
+                    )
+                if not idle:
+                    owner = None
             record = ActionRecord(
                 id=action.id,
                 name=action.name,
                 payload=action.payload,
-                state=State.ACCEPTED,
+                state=second_state(action, owner) or State.ACCEPTED,
                 priority=action.priority,
                 due_at=action.due_at,
                 attempt=0,
@@ -394,8 +410,8 @@ class _Journal:
                 created_at=now,
                 updated_at=now,
                 outcome=None,
-                owner=action.owner,
-                lease_until=None if action.owner is None else action.lease_until,
+                owner=owner,
+                lease_until=None if owner is None else action.lease_until,
             )
             if key is not None:
                 in_batch[key] = record
@@ -408,12 +424,13 @@ class _Journal:
             self.conn.executemany(
                 "INSERT INTO actions (id, name, payload, state, priority, due_at, "
                 "idempotency_key, parent_id, created_at, updated_at, owner, "
-                "lease_until) VALUES (?, ?, ?, 'accepted', ?, ?, ?, ?, ?, ?, ?, ?)",
+                "lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         r.id,
                         r.name,
                         r.payload,
+                        r.state.value,
                         r.priority,
                         r.due_at,
                         r.idempotency_key,
@@ -436,17 +453,22 @@ class _Journal:
                 "VALUES (?, ?, ?)",
                 [(key, r.id, now) for key, r in in_batch.items()],
             )
-        events = [
-            self._new_event(
-                action_id=r.id,
-                name=r.name,
-                state=State.ACCEPTED,
-                attempt=0,
-                at=now,
-                payload=payload,
+        events: list[EventRecord] = []
+        for r, payload in zip(new, payloads, strict=True):
+            states: tuple[State, ...] = (State.ACCEPTED,)
+            if r.state is not State.ACCEPTED:
+                states = (State.ACCEPTED, r.state)
+            events.extend(
+                self._new_event(
+                    action_id=r.id,
+                    name=r.name,
+                    state=state,
+                    attempt=0,
+                    at=now,
+                    payload=payload,
+                )
+                for state in states
             )
-            for r, payload in zip(new, payloads, strict=True)
-        ]
         self._append_events(events)
         self.unfinished += len(new)
         return out, events
@@ -509,8 +531,13 @@ class _Journal:
         return events, events
 
     def claim(
-        self, now: float, limit: int, owner: str, until: float | None
-    ) -> list[ActionRecord]:
+        self,
+        now: float,
+        limit: int,
+        owner: str,
+        until: float | None,
+        queued: Callable[[ActionRecord], bytes | None] | None,
+    ) -> tuple[list[ActionRecord], list[EventRecord]]:
         conn = self.conn
         conn.execute(
             "UPDATE actions SET owner = NULL, lease_until = NULL "
@@ -554,7 +581,43 @@ class _Journal:
                 (owner, until, *chunk),
             ):
                 records[row[0]] = _record(row[1:])
-        return [records[seq] for seq in picked]
+        claimed = [records[seq] for seq in picked]
+        if queued is None or not claimed:
+            return claimed, []
+        return self._queue(claimed, queued)
+
+    def _queue(
+        self,
+        claimed: list[ActionRecord],
+        queued: Callable[[ActionRecord], bytes | None],
+    ) -> tuple[list[ActionRecord], list[EventRecord]]:
+        """QUEUED, with its event, for each claimed action ``queued`` names."""
+        at = self.clock()
+        out: list[ActionRecord] = []
+        events: list[EventRecord] = []
+        for record in claimed:
+            payload = queued(record)
+            if payload is None:
+                out.append(record)
+                continue
+            out.append(replace(record, state=State.QUEUED, updated_at=at))
+            events.append(
+                self._new_event(
+                    action_id=record.id,
+                    name=record.name,
+                    state=State.QUEUED,
+                    attempt=record.attempt,
+                    at=at,
+                    payload=payload,
+                )
+            )
+        if events:
+            self.conn.executemany(
+                "UPDATE actions SET state = 'queued', updated_at = ? WHERE id = ?",
+                [(at, e.action_id) for e in events],
+            )
+            self._append_events(events)
+        return out, events
 
     def renew(self, ids: Sequence[str], owner: str, until: float) -> set[str]:
         held: set[str] = set()
@@ -798,10 +861,14 @@ class SqliteStore:
             lambda: self._journal.insert(actions), weight=2 * len(actions)
         )
 
-    def record(self, transitions: Sequence[Transition]) -> Future[list[EventRecord]]:
+    def record(
+        self, transitions: Sequence[Transition], *, linger: timedelta = timedelta(0)
+    ) -> Future[list[EventRecord]]:
         transitions = list(transitions)
         return self._writer.submit(
-            lambda: self._journal.record(transitions), weight=max(1, len(transitions))
+            lambda: self._journal.record(transitions),
+            weight=max(1, len(transitions)),
+            linger=linger.total_seconds(),
         )
 
     def claim(
@@ -811,12 +878,14 @@ class SqliteStore:
         limit: int,
         owner: str,
         lease: timedelta | None = None,
+        queued: Callable[[ActionRecord], bytes | None] | None = None,
     ) -> list[ActionRecord]:
         if limit <= 0:
             return []
         until = None if lease is None else now + lease.total_seconds()
         return self._writer.call(
-            lambda: (self._journal.claim(now, limit, owner, until), []), weight=limit
+            lambda: self._journal.claim(now, limit, owner, until, queued),
+            weight=2 * limit,
         )
 
     def renew(

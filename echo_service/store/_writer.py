@@ -7,15 +7,22 @@ committed events to the listeners in sequence order, and only then resolves
 the ``flush`` barriers of that group. Under load many writes share one commit,
 so durability costs one sync per group instead of one per action.
 
+A write may *linger*: it waits up to its linger for another write to come
+and share its commit, unless one is queued already. Order holds regardless:
+a lingering write is taken with (and before) any write queued after it, and
+a ``flush`` barrier is such a write, so it never waits for a linger.
+
 Ownership: the writer thread alone runs ``Transaction`` methods, so a backend
 needs no lock around its write connection or its write-side counters. The
-queue, the stopping flag and the listener list are guarded by ``_cond``.
+queue, the count of prompt writes in it, the stopping flag and the listener
+list are guarded by ``_cond``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -63,6 +70,8 @@ class Write(Generic[T]):
     apply: Callable[[], tuple[T, list[EventRecord]]]
     weight: int = 1
     """Rows it touches, roughly; bounds how much one transaction takes."""
+    until: float = 0.0
+    """``time.monotonic()`` until which it may wait for company; 0: none."""
     future: Future[T] = field(default_factory=Future)
 
 
@@ -102,6 +111,7 @@ class GroupWriter:
         # Guarded by _cond: the queue, _stopping, _listeners.
         self._cond = threading.Condition()
         self._queue: deque[Write[Any]] = deque()
+        self._prompt = 0  # writes in _queue that do not linger
         self._stopping = False
         self._listeners: tuple[EventListener, ...] = ()
         # Written by the writer thread only; read anywhere (plain values).
@@ -120,16 +130,28 @@ class GroupWriter:
             self._listeners = (*self._listeners, listener)
 
     def submit(
-        self, apply: Callable[[], tuple[T, list[EventRecord]]], *, weight: int = 1
+        self,
+        apply: Callable[[], tuple[T, list[EventRecord]]],
+        *,
+        weight: int = 1,
+        linger: float = 0.0,
     ) -> Future[T]:
-        """Queue a write; blocks while the queue is full (back-pressure)."""
-        write: Write[T] = Write(apply, weight)
+        """Queue a write; blocks while the queue is full (back-pressure).
+
+        ``linger`` (seconds): how long the write may wait for another one to
+        share its commit; see the module docstring.
+        """
+        write: Write[T] = Write(
+            apply, weight, time.monotonic() + linger if linger > 0 else 0.0
+        )
         with self._cond:
             while len(self._queue) >= self._max_queued and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 raise errors.Unavailable("the journal is closed")
             self._queue.append(write)
+            if not write.until:
+                self._prompt += 1
             self._cond.notify_all()
         return write.future
 
@@ -153,18 +175,27 @@ class GroupWriter:
 
     def _take(self) -> list[Write[Any]] | None:
         with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            if not self._queue:
-                return None
+            while True:
+                if not self._queue:
+                    if self._stopping:
+                        return None
+                    self._cond.wait()
+                    continue
+                if self._prompt or self._stopping:
+                    break
+                # Only lingering writes: the oldest one's linger decides.
+                left = self._queue[0].until - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             group = [self._queue.popleft()]
             weight = group[0].weight
             while self._queue and weight + self._queue[0].weight <= (
                 self._max_group_weight
             ):
-                write = self._queue.popleft()
-                weight += write.weight
-                group.append(write)
+                group.append(self._queue.popleft())
+                weight += group[-1].weight
+            self._prompt -= sum(1 for w in group if not w.until)
             self._cond.notify_all()  # wake submitters blocked on a full queue
             return group
 

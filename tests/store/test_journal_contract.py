@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from echo_service import errors
-from echo_service.store import State, Store, Transition
+from echo_service.store import NewAction, State, Store, Transition
 
 from .conftest import (
     Collector,
@@ -389,6 +389,109 @@ def test_an_owned_insert_with_a_lease_comes_free_when_the_lease_runs_out(
     assert store.claim(now=49.0, limit=1, owner="other") == []
     [taken] = store.claim(now=50.0, limit=1, owner="other")
     assert taken.owner == "other"
+
+
+def test_an_insert_journals_its_second_state_right_after_accepted(
+    store: Store,
+) -> None:
+    later = dataclasses.replace(new_action(due_at=5e6), also=State.SCHEDULED)
+    now = dataclasses.replace(new_action(), owner="runner", also=State.QUEUED)
+    unowned = dataclasses.replace(new_action(), also=State.QUEUED)
+
+    inserted = store.insert([later, now, unowned])
+
+    assert [(i.record.state, i.record.owner) for i in inserted] == [
+        (State.SCHEDULED, None),
+        (State.QUEUED, "runner"),
+        (State.ACCEPTED, None),  # QUEUED only comes with a claim
+    ]
+    assert [(e.action_id, e.state, e.payload) for e in all_events(store)] == [
+        (later.id, State.ACCEPTED, b"accepted"),
+        (later.id, State.SCHEDULED, b"accepted"),
+        (now.id, State.ACCEPTED, b"accepted"),
+        (now.id, State.QUEUED, b"accepted"),
+        (unowned.id, State.ACCEPTED, b"accepted"),
+    ]
+    stored = store.get(later.id)
+    assert stored is not None and stored.state is State.SCHEDULED
+    assert [r.id for r in store.claim(now=1.0, limit=5, owner="x")] == [unowned.id]
+
+
+def test_an_insert_claims_only_if_idle_when_no_due_action_waits_unclaimed(
+    store: Store,
+) -> None:
+    def fast() -> NewAction:
+        return dataclasses.replace(
+            new_action(), owner="runner", only_if_idle=True, also=State.QUEUED
+        )
+
+    store.insert([new_action(due_at=5e6)])  # waits, but is not due
+    [first] = store.insert([fast()])
+    assert (first.record.owner, first.record.state) == ("runner", State.QUEUED)
+
+    waiting = new_action()
+    store.insert([waiting])  # due and unclaimed: fresh work must not overtake it
+    second, third = store.insert([fast(), fast()])
+    assert [(i.record.owner, i.record.state) for i in (second, third)] == [
+        (None, State.ACCEPTED),
+        (None, State.ACCEPTED),
+    ]
+    claimed = store.claim(now=1.0, limit=5, owner="other")
+    assert [r.id for r in claimed] == [
+        waiting.id,
+        second.record.id,
+        third.record.id,
+    ]
+
+    [fourth] = store.insert([fast()])  # the due ones are all claimed now
+    assert fourth.record.owner == "runner"
+    states = [e.state for e in all_events(store) if e.action_id == third.record.id]
+    assert states == [State.ACCEPTED]
+
+
+def test_a_claim_can_journal_queued_for_the_actions_it_takes(store: Store) -> None:
+    seen = Collector()
+    store.add_listener(seen)
+    actions = [new_action(priority=p) for p in (1, 2, 3)]
+    store.insert(actions)
+    skip = actions[1].id
+
+    claimed = store.claim(
+        now=1.0,
+        limit=5,
+        owner="runner",
+        queued=lambda r: None if r.id == skip else f"q-{r.priority}".encode(),
+    )
+
+    assert [(r.id, r.state, r.owner) for r in claimed] == [
+        (actions[2].id, State.QUEUED, "runner"),
+        (actions[1].id, State.ACCEPTED, "runner"),
+        (actions[0].id, State.QUEUED, "runner"),
+    ]
+    queued = [e for e in all_events(store) if e.state is State.QUEUED]
+    assert [(e.action_id, e.payload) for e in queued] == [
+        (actions[2].id, b"q-3"),
+        (actions[0].id, b"q-1"),
+    ]
+    assert [e.sequence for e in all_events(store)] == [1, 2, 3, 4, 5]
+    again = store.get(actions[0].id)
+    assert again is not None and again.state is State.QUEUED
+    store.flush()
+    assert seen.sequences == [1, 2, 3, 4, 5]  # the QUEUED ones delivered too
+
+
+def test_a_lingering_record_commits_at_once_when_flushed(store: Store) -> None:
+    [inserted] = store.insert([new_action()])
+
+    future = store.record(
+        [Transition(inserted.record.id, State.RUNNING, attempt=1)],
+        linger=timedelta(hours=1),
+    )
+    store.flush()
+
+    assert future.done()
+    record = store.get(inserted.record.id)
+    assert record is not None and record.state is State.RUNNING
 
 
 def test_a_repeat_of_a_key_is_not_claimed_by_the_repeats_owner(store: Store) -> None:

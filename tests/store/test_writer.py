@@ -102,3 +102,32 @@ def test_upkeep_runs_after_each_group_once_its_futures_are_resolved(
         w.close()
 
     assert seen and seen[0] == (1, True)
+
+
+def test_a_lingering_write_shares_the_commit_of_the_next_write(
+    writer: GroupWriter, log: _Log
+) -> None:
+    running = writer.submit(_note(log, "running"), linger=3600.0)
+    outcome = writer.submit(_note(log, "outcome"))
+
+    assert outcome.result(timeout=10) == "outcome"
+    assert running.result(timeout=0) == "running"
+    assert (log.applied, log.commits) == (["running", "outcome"], 1)
+
+
+def test_a_lingering_write_alone_commits_when_its_linger_ran_out(
+    writer: GroupWriter, log: _Log
+) -> None:
+    lone = writer.submit(_note(log, "lone"), linger=0.05)
+
+    assert lone.result(timeout=10) == "lone"
+    assert log.commits == 1
+
+
+def test_a_flush_does_not_wait_for_a_linger(writer: GroupWriter, log: _Log) -> None:
+    lingering = writer.submit(_note(log, "lingering"), linger=3600.0)
+
+    writer.flush()
+
+    assert lingering.done()
+    assert log.applied == ["lingering"]
