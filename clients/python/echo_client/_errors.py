@@ -25,7 +25,6 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-
 from google.rpc import error_details_pb2, status_pb2
 
 from echo_client._proto.echo.v1 import echo_service_pb2
