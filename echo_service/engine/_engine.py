@@ -72,6 +72,7 @@ import logging
 import os
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
@@ -131,6 +132,10 @@ _RETRY_HINT = timedelta(seconds=1)
 _SETTLE = timedelta(seconds=5)
 """How long drain waits, after cancelling through tokens, for attempts to
 come back before it counts them abandoned."""
+_LINGER = timedelta(milliseconds=10)
+"""How long a RUNNING write waits for the attempt's outcome to share its
+commit: a handler quicker than this costs one commit, not two, and a longer
+one's RUNNING shows this much later."""
 _CLAIMABLE = frozenset({State.ACCEPTED, State.SCHEDULED, State.RETRYING})
 """Events after which the journal may hold newly claimable work."""
 
@@ -150,8 +155,13 @@ class PendingAssign:
     news: list[NewAction]
     now: float
     local_ids: frozenset[str]
+    """Children claimed at insert to run on the assigning worker."""
     specs: list[ActionSpec]
     """The checked specs, in the order of ``news``."""
+    stored: list[StoredAction]
+    """What each payload encodes, so a run never decodes it again."""
+    reserved: int = 0
+    """Places in flight held for the actions it may claim at insert."""
 
     @property
     def ids(self) -> list[str]:
@@ -250,6 +260,14 @@ class Engine:
         self._feeder_stop = False
         self._feeder_starved = False
         self._feeder: threading.Thread | None = None
+
+        # Fresh actions claimed at insert: _reserved counts the places in
+        # flight they hold until started (guarded by _reserve_lock, which is
+        # never held around anything else); _handoff carries async inserts
+        # from a store thread to the feeder (deque: atomic append/popleft).
+        self._reserve_lock = threading.Lock()
+        self._reserved = 0
+        self._handoff: deque[tuple[PendingAssign, Future[list[Inserted]]]] = deque()
 
         self._subs_lock = threading.Lock()
         self._subs: tuple[Subscription, ...] = ()  # copy-on-write
@@ -369,6 +387,10 @@ class Engine:
             self._feeder_cond.notify_all()
         if self._feeder is not None:
             self._feeder.join()
+        try:
+            self._take_handoffs()  # async inserts that committed meanwhile
+        except errors.EchoError:
+            logger.warning("claims of a late assign stay until the next start")
         self._purger.stop()
         if self._executor is not None and not self._executor.shutdown(timeout=_SETTLE):
             logger.warning("some handlers ignored their cancellation and still run")
@@ -434,18 +456,44 @@ class Engine:
 
     def finish_assign(self, pending: PendingAssign) -> list[Assigned]:
         """The second half: journal in one transaction; durable on return."""
-        return self.complete_assign(pending, self._store.insert(pending.news))
+        try:
+            inserted = self._store.insert(pending.news)
+        except BaseException:
+            self._unreserve(pending)
+            raise
+        self._journaled(pending, inserted)
+        return self.complete_assign(pending, inserted)
 
     def submit_assign(self, pending: PendingAssign) -> Future[list[Inserted]] | None:
-        """Journal without waiting, when the store can: a future that resolves
-        (on a store thread) once durable; pass its result to
-        ``complete_assign`` on the caller's side. None when the store has
-        no such call; then use ``finish_assign`` off the loop."""
+        """Journal without waiting: a future that resolves (on a store thread)
+        once durable; pass its result to ``complete_assign`` on the caller's
+        side. What must follow the insert (counting, running the actions it
+        claimed, waking the feeder) happens whether or not the caller is
+        still there to call ``complete_assign``: the feeder does it. None
+        when the store has no such call; then use ``finish_assign``."""
         submit = getattr(self._store, "insert_async", None)
         if submit is None:
             return None
         future: Future[list[Inserted]] = submit(pending.news)
+        # The callback runs on a store thread, which must never take _lock:
+        # the feeder takes it from here.
+        future.add_done_callback(lambda f: self._hand_to_feeder(pending, f))
         return future
+
+    def complete_assign(
+        self, pending: PendingAssign, inserted: Sequence[Inserted]
+    ) -> list[Assigned]:
+        """The answers to an assign, from what the journal answered. No
+        journal I/O and no lock: fine on an event loop."""
+        return [
+            Assigned(
+                self._view(i.record)
+                if i.duplicate
+                else _fresh_view(i.record, pending.specs[n]),
+                i.duplicate,
+            )
+            for n, i in enumerate(inserted)
+        ]
 
     def _assign(
         self,
@@ -488,78 +536,105 @@ class Engine:
                     f"{self._waiting} actions wait already", retry_after=_RETRY_HINT
                 )
         now = self._clock.now()
-        news = self._prepare_all(checked, now, parent_id, keys)
+        news, stored = self._prepare_all(checked, now, parent_id, keys)
+        due_now = [i for i, n in enumerate(news) if n.due_at <= now]
+        for i, new in enumerate(news):
+            if new.due_at > now:
+                news[i] = dataclasses.replace(new, also=State.SCHEDULED)
         run_here = (
             local
             and self._executor is not None
             and self._executor.current_worker() is not None
             and len(self._inflight) < 2 * self._capacity
         )
-        local_ids: set[str] = set()
         if run_here:
-            # Due now: inserted already claimed by us, to run on this worker;
-            # no feeder, here or on another replica, can claim them too.
-            lease_until = (
-                None
-                if self._claim_lease is None
-                else now + self._claim_lease.total_seconds()
+            # Children due now: inserted already claimed by us, to run on
+            # this worker; no feeder, here or on another replica, can claim
+            # them too.
+            claim = due_now
+        elif not local and due_now and self._phase is _Phase.RUNNING:
+            # Due now with room in flight: inserted claimed by us if nothing
+            # else waits due (the store checks), and run at once. A claim
+            # and a commit fewer on the way from assign to run.
+            with self._reserve_lock:
+                room = self._capacity - len(self._inflight) - self._reserved
+                claim = due_now[: max(0, room)]
+                self._reserved += len(claim)
+        else:
+            claim = []
+        lease_until = (
+            None
+            if self._claim_lease is None
+            else now + self._claim_lease.total_seconds()
+        )
+        for i in claim:
+            news[i] = dataclasses.replace(
+                news[i],
+                owner=self._owner,
+                lease_until=lease_until,
+                only_if_idle=not run_here,
+                also=State.QUEUED,
             )
-            for i, new in enumerate(news):
-                if new.due_at <= now:
-                    news[i] = dataclasses.replace(
-                        new, owner=self._owner, lease_until=lease_until
-                    )
-                    local_ids.add(new.id)
-        return PendingAssign(news, now, frozenset(local_ids), checked)
+        return PendingAssign(
+            news,
+            now,
+            frozenset(news[i].id for i in claim) if run_here else frozenset(),
+            checked,
+            stored,
+            0 if run_here else len(claim),
+        )
 
-    def complete_assign(
-        self, pending: PendingAssign, inserted: Sequence[Inserted]
-    ) -> list[Assigned]:
-        """After the journal: count, schedule, run children here, wake the
-        feeder, answer. May submit a journal write (SCHEDULED events)."""
-        now = pending.now
-        local_ids = pending.local_ids
-        fresh = [i.record for i in inserted if not i.duplicate]
+    def _unreserve(self, pending: PendingAssign) -> None:
+        if pending.reserved:
+            with self._reserve_lock:
+                self._reserved -= pending.reserved
+
+    def _journaled(self, pending: PendingAssign, inserted: Sequence[Inserted]) -> None:
+        """After the insert committed, on a thread that may take _lock (never
+        a store thread): count, start what the insert claimed, wake the
+        feeder for the rest."""
+        fresh = [(n, i.record) for n, i in enumerate(inserted) if not i.duplicate]
         with self._waiting_lock:
             self._waiting += len(fresh)
         self._metrics.assigned(len(fresh))
-        later = [r for r in fresh if r.due_at > now]
-        if later:
-            self._record(
-                [
-                    Transition(
-                        r.id,
-                        State.SCHEDULED,
-                        event_payload=encode_event(
-                            trace_id=decode_action(r.payload).trace_id
-                        ),
-                    )
-                    for r in later
-                ]
+        claimed = [(n, r) for n, r in fresh if r.owner == self._owner]
+        if claimed:
+            self._start(
+                [r for _, r in claimed], [pending.stored[n] for n, _ in claimed]
             )
-        mine = [r for r in fresh if r.id in local_ids]
-        if mine:
-            self._run_locally(mine)
-        if len(mine) < len(fresh):
-            self._wake_feeder()
-        return [
-            Assigned(
-                self._view(i.record)
-                if i.duplicate
-                else _fresh_view(i.record, pending.specs[n]),
-                i.duplicate,
-            )
-            for n, i in enumerate(inserted)
-        ]
+        self._unreserve(pending)
+        if any(r.owner is None for _, r in fresh):
+            self._wake_feeder()  # claimable now or later: look again
 
-    def _run_locally(self, records: Sequence[ActionRecord]) -> None:
-        """Children due now, inserted claimed by us, go to this worker's deque."""
+    def _hand_to_feeder(
+        self, pending: PendingAssign, future: Future[list[Inserted]]
+    ) -> None:
+        """Done-callback of an async insert, on a store thread (or the thread
+        that cancelled it): the feeder finishes the job (``_journaled``)."""
+        self._handoff.append((pending, future))
+        with self._feeder_cond:
+            self._feeder_cond.notify_all()
+
+    def _take_handoffs(self) -> None:
+        """Feeder (or close, once it stopped): finish async inserts."""
+        while self._handoff:
+            pending, future = self._handoff.popleft()
+            if future.cancelled() or future.exception() is not None:
+                self._unreserve(pending)
+                continue
+            self._journaled(pending, future.result())
+
+    def _start(
+        self, records: Sequence[ActionRecord], stored: Sequence[StoredAction]
+    ) -> None:
+        """Run actions the insert claimed for us: children on this worker's
+        deque, fresh work on the injector. Stopping: give the claims back."""
         runs = []
         with self._lock:
             running = self._phase is _Phase.RUNNING
             if running:
-                for record in records:
-                    run = Run(record)
+                for record, decoded in zip(records, stored, strict=True):
+                    run = Run(record, stored=decoded)
                     self._inflight[record.id] = run
                     runs.append(run)
         if not running:
@@ -578,7 +653,7 @@ class Engine:
         now: float,
         parent_id: str | None,
         keys: Sequence[str | None] | None,
-    ) -> list[NewAction]:
+    ) -> tuple[list[NewAction], list[StoredAction]]:
         """NewActions for one assign call: ids from one read of the random
         source, and one ``echo.assign`` span per trace context in the call
         (nearly always one), whose carrier every action of it continues."""
@@ -593,6 +668,7 @@ class Engine:
                 [specs[i] for i in members], [ids[i] for i in members]
             )
         news: list[NewAction] = []
+        stored: list[StoredAction] = []
         for i, spec in enumerate(specs):
             options = spec.options
             if options.delay is not None:
@@ -603,11 +679,12 @@ class Engine:
                 due = now
             carrier, trace_id = contexts[tuple(spec.trace_context.items())]
             key = None if keys is None else keys[i]
+            stored.append(StoredAction(spec, carrier, trace_id))
             news.append(
                 NewAction(
                     id=ids[i],
                     name=spec.name,
-                    payload=encode_action(StoredAction(spec, carrier, trace_id)),
+                    payload=encode_action(stored[-1]),
                     priority=options.priority,
                     due_at=due,
                     idempotency_key=key or options.idempotency_key or None,
@@ -615,7 +692,7 @@ class Engine:
                     event_payload=encode_event(trace_id=trace_id),
                 )
             )
-        return news
+        return news, stored
 
     def _assign_span(
         self, specs: Sequence[ActionSpec], ids: Sequence[str]
@@ -828,9 +905,16 @@ class Engine:
             self._running += 1
             return True
 
-    def record(self, transitions: Sequence[Transition]) -> None:
-        """Transitions of claimed runs (RUNNING, PROGRESS): fenced."""
-        self._record([dataclasses.replace(t, owner=self._owner) for t in transitions])
+    def record(
+        self, transitions: Sequence[Transition], *, linger: bool = False
+    ) -> None:
+        """Transitions of claimed runs (RUNNING, PROGRESS): fenced. With
+        ``linger`` the write may wait a little for the next one (the
+        attempt's outcome, usually) to share its commit."""
+        self._store.record(
+            [dataclasses.replace(t, owner=self._owner) for t in transitions],
+            linger=_LINGER if linger else timedelta(0),
+        ).add_done_callback(_log_failed_write)
 
     def finish(self, run: Run, transition: Transition) -> None:
         transition = dataclasses.replace(transition, owner=self._owner)
@@ -854,9 +938,6 @@ class Engine:
             [spec], prefixes=["action"], parent_id=parent_id, keys=[key], local=True
         )
         return assigned.action.id
-
-    def _record(self, transitions: Sequence[Transition]) -> None:
-        self._store.record(transitions).add_done_callback(_log_failed_write)
 
     # -- chores: retention and leases -------------------------------------
 
@@ -924,41 +1005,60 @@ class Engine:
             self._feeder_cond.notify_all()
 
     def _feed(self) -> None:
-        """Claim due actions while there is room; sleep until due or woken."""
+        """Claim due actions while there is room; sleep until due or woken.
+
+        Two kinds of wake: ``_wake_feeder`` (look at the journal again) and a
+        handoff of async inserts (start what they claimed; no need to look
+        unless they left work unclaimed, in which case they wake it too).
+        """
+        look = True  # claim, and read the next due time, this round
+        next_due: float | None = None
+        claimed = limit = 0
+        claimed_at = 0.0
         while True:
             with self._feeder_cond:
                 if self._feeder_stop:
                     return
+                look = look or self._feeder_wake
                 self._feeder_wake = False
-            claimed_at = self._clock.now()
             try:
-                claimed, limit = self._claim_batch(claimed_at)
-                next_due = None if claimed == limit else self._store.next_due()
+                self._take_handoffs()
             except errors.EchoError:
-                logger.exception("the feeder could not read the journal")
-                claimed, limit = 0, 1
-                next_due = claimed_at + _RETRY_HINT.total_seconds()
-            if claimed and claimed == limit:
-                continue
-            with self._feeder_cond:
-                if self._feeder_wake or self._feeder_stop:
+                logger.exception("the feeder could not start assigned actions")
+            if look:
+                claimed_at = self._clock.now()
+                try:
+                    claimed, limit = self._claim_batch(claimed_at)
+                    next_due = None if claimed == limit else self._store.next_due()
+                except errors.EchoError:
+                    logger.exception("the feeder could not read the journal")
+                    claimed, limit = 0, 1
+                    next_due = claimed_at + _RETRY_HINT.total_seconds()
+                if claimed and claimed == limit:
                     continue
-                room = self._capacity - len(self._inflight)
+                look = False
+            with self._feeder_cond:
+                if self._feeder_wake or self._feeder_stop or self._handoff:
+                    continue
+                room = self._capacity - len(self._inflight) - self._reserved
                 if self._phase is not _Phase.RUNNING or room <= 0:
                     self._feeder_starved = room <= 0
                     self._clock.wait(self._feeder_cond, None)
                     self._feeder_starved = False
                 elif next_due is None or next_due > self._clock.now():
                     self._clock.wait(self._feeder_cond, next_due)
+                    look = next_due is not None and self._clock.now() >= next_due
                 elif not claimed and next_due <= claimed_at:
                     # Due work that the claim did not return although it was
                     # due when we asked (someone else's lease, say): a short
                     # real-time pause keeps this from spinning.
                     self._feeder_cond.wait(0.05)
-                # Otherwise it fell due after the claim looked: loop now.
+                    look = True
+                else:
+                    look = True  # it fell due after the claim looked
 
     def _claim_batch(self, now: float) -> tuple[int, int]:
-        room = self._capacity - len(self._inflight)
+        room = self._capacity - len(self._inflight) - self._reserved
         if room <= 0:
             return 0, 0
         limit = min(self._batch, room)
@@ -966,12 +1066,30 @@ class Engine:
             if self._phase is not _Phase.RUNNING:
                 return 0, limit
             self._claiming = True
+        decoded: dict[str, StoredAction] = {}
+        inflight = self._inflight
+
+        def queued(record: ActionRecord) -> bytes | None:
+            # On the store's writer thread, inside the claim: no lock (the
+            # membership test is atomic); the checks under _lock below
+            # decide what runs. Decoded once here, for the run as well.
+            if record.id in inflight:
+                return None  # ours already: our own expired claim taken again
+            stored = decode_action(record.payload)
+            decoded[record.id] = stored
+            return encode_event(trace_id=stored.trace_id)
+
         # Outside _lock: workers begin and finish runs while the claim waits
         # for its commit. See the module docstring for what keeps it safe.
+        # The claim journals QUEUED in its own transaction.
         records: list[ActionRecord] = []
         try:
             records = self._store.claim(
-                now=now, limit=limit, owner=self._owner, lease=self._claim_lease
+                now=now,
+                limit=limit,
+                owner=self._owner,
+                lease=self._claim_lease,
+                queued=queued,
             )
         finally:
             runs: list[Run] = []
@@ -987,25 +1105,12 @@ class Engine:
                     if self._phase is not _Phase.RUNNING:
                         give_back.append(record.id)
                         continue
-                    run = Run(record)
+                    run = Run(record, stored=decoded.get(record.id))
                     self._inflight[record.id] = run
                     runs.append(run)
             if give_back:
                 self._store.release(give_back)
         if runs:
-            self._record(
-                [
-                    Transition(
-                        r.id,
-                        State.QUEUED,
-                        event_payload=encode_event(
-                            trace_id=decode_action(r.record.payload).trace_id
-                        ),
-                        owner=self._owner,
-                    )
-                    for r in runs
-                ]
-            )
             assert self._executor is not None
             for run in runs:
                 self._executor.submit(

@@ -75,6 +75,8 @@ class Run:
     """
 
     record: ActionRecord
+    stored: StoredAction | None = None
+    """The payload decoded, when whoever claimed it had it at hand."""
     token: CancellationToken = field(default_factory=CancellationToken)
     started: bool = False
     began_at: float = 0.0
@@ -91,7 +93,12 @@ class Journal(Protocol):
         """Mark ``run`` started; False when it must not run (cancelled, stopping)."""
         ...
 
-    def record(self, transitions: Sequence[Transition]) -> None: ...
+    def record(
+        self, transitions: Sequence[Transition], *, linger: bool = False
+    ) -> None:
+        """Journal transitions of a claimed run; ``linger``: the write may
+        wait a little to share a commit with the next one."""
+        ...
 
     def finish(self, run: Run, transition: Transition) -> None:
         """Journal the attempt's last transition and drop ``run`` from flight."""
@@ -158,7 +165,7 @@ class ActionProcessor:
         if not self._journal.begin(run):
             return
         record = run.record
-        stored = decode_action(record.payload)
+        stored = run.stored if run.stored is not None else decode_action(record.payload)
         spec = stored.spec
         options = spec.options
         attempt = record.attempt + 1
@@ -201,6 +208,9 @@ class ActionProcessor:
             )
             return
 
+        # RUNNING lingers for the outcome: a quick attempt journals both in
+        # one commit. Anything journaled meanwhile (progress, children)
+        # commits it first, so the order of events holds.
         self._journal.record(
             [
                 Transition(
@@ -209,7 +219,8 @@ class ActionProcessor:
                     attempt=attempt,
                     event_payload=encode_event(trace_id=trace_id),
                 )
-            ]
+            ],
+            linger=True,
         )
         token = run.token
         ctx = ExecutionContext(

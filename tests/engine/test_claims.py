@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from echo_service.engine import (
+    ActionOptions,
     ActionSpec,
     Engine,
     ExecutionContext,
@@ -56,14 +57,24 @@ def recording_plan():
     return b.build(), ran
 
 
+def _due_soon(value: str) -> ActionSpec:
+    """Waits in the journal until the clock moves: the feeder claims it
+    (an action due at once may be claimed by its own insert instead)."""
+    return ActionSpec("note", (value,), options=ActionOptions(delay=_SOON))
+
+
+_SOON = timedelta(seconds=1)
+
+
 def test_a_cancel_during_a_claim_is_not_held_up_and_the_action_never_runs(
-    make_engine, store: Store
+    make_engine, store: Store, clock: ManualClock
 ) -> None:
     held = HeldClaim(store)
     plan, ran = recording_plan()
     engine = make_engine(plan, on=held, workers=1)
     sub = engine.subscribe()
-    [victim] = engine.assign([ActionSpec("note", ("victim",))])
+    [victim] = engine.assign([_due_soon("victim")])
+    clock.advance(_SOON)
     assert held.claimed.wait(WAIT)
 
     cancelled: list[object] = []
@@ -87,7 +98,8 @@ def test_a_cancel_during_a_claim_is_not_held_up_and_the_action_never_runs(
         for e in store.events_after(0, limit=100)
         if e.action_id == victim.action.id
     ]
-    assert states == [State.ACCEPTED, State.CANCELLED]
+    # The claim journals QUEUED with it; the cancel came after the claim.
+    assert states == [State.ACCEPTED, State.SCHEDULED, State.QUEUED, State.CANCELLED]
     assert engine.stats.in_flight == 0
 
 
@@ -99,7 +111,8 @@ def test_a_drain_during_a_claim_gives_the_claimed_actions_back(
     engine = Engine(plan, held, clock=clock, workers=1)
     engine.start()
     try:
-        [waiting] = engine.assign([ActionSpec("note", ("later",))])
+        [waiting] = engine.assign([_due_soon("later")])
+        clock.advance(_SOON)
         assert held.claimed.wait(WAIT)
         report = engine.drain(timedelta(0))
         held.go.set()
@@ -109,7 +122,8 @@ def test_a_drain_during_a_claim_gives_the_claimed_actions_back(
     assert (report.finished, report.interrupted) == (0, 0)
     record = store.get(waiting.action.id)
     assert record is not None
-    assert (record.state, record.owner) == (State.ACCEPTED, None)
+    # Given back: unclaimed, as QUEUED as its claim journaled it.
+    assert (record.state, record.owner) == (State.QUEUED, None)
     assert ran == []
 
     successor = Engine(plan, store, clock=clock, workers=1)
