@@ -41,10 +41,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from echo_service import errors
 
@@ -65,6 +65,8 @@ from ._writer import GroupWriter, Write, done_future
 __all__ = ["SqliteStore"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -167,6 +169,75 @@ def _event(row: tuple[Any, ...]) -> EventRecord:
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass(slots=True)
+class _Row:
+    """An action's row as a batch of ``record`` writes leaves it so far."""
+
+    name: str
+    was_done: bool
+    """As the journal holds it before the batch."""
+    done: bool
+    attempt: int
+    owner: str | None
+    state: str | None = None
+    """The state to write; None while only PROGRESS touched it."""
+    due_at: float | None = None
+    outcome: bytes | None = None
+    dropped: bool = False
+
+
+def _check(
+    transitions: Sequence[Transition], rows: dict[str, _Row]
+) -> list[tuple[Transition, str, int]] | errors.EchoError:
+    """One write of a batch: each transition with its action's name and
+    attempt, applied to ``rows``; or its failure, with ``rows`` untouched."""
+    saved: dict[str, _Row] = {}
+    made: list[tuple[Transition, str, int]] = []
+    for t in transitions:
+        row = rows.get(t.action_id)
+        if row is None:
+            failure: errors.EchoError = errors.NotFound(
+                f"no action with id {t.action_id!r}"
+            )
+            break
+        if t.owner is not None and row.owner != t.owner:
+            failure = errors.FailedPrecondition(
+                f"{t.owner} no longer holds the claim on {t.action_id}"
+            )
+            break
+        if t.action_id not in saved:
+            saved[t.action_id] = replace(row)
+        attempt = row.attempt if t.attempt is None else t.attempt
+        if t.state is State.PROGRESS:
+            made.append((t, row.name, attempt))  # an event; the row stays
+            continue
+        row.attempt = attempt
+        row.state = t.state.value
+        row.done = t.state.finished
+        if t.due_at is not None:
+            row.due_at = t.due_at
+        if t.outcome is not None:
+            row.outcome = t.outcome
+        if t.state.finished or t.release:
+            row.dropped = True
+            row.owner = None
+        made.append((t, row.name, attempt))
+    else:
+        return made
+    rows.update(saved)
+    return failure
+
+
+def _only(
+    answers: list[tuple[T, list[EventRecord]] | errors.EchoError],
+) -> tuple[T, list[EventRecord]]:
+    """The one answer of a batch of one write, raised if it failed."""
+    [answer] = answers
+    if isinstance(answer, errors.EchoError):
+        raise answer
+    return answer
 
 
 def _marks(count: int) -> str:
@@ -473,51 +544,59 @@ class _Journal:
         self.unfinished += len(new)
         return out, events
 
-    def record(
-        self, transitions: Sequence[Transition]
-    ) -> tuple[list[EventRecord], list[EventRecord]]:
+    def record_many(
+        self, writes: Sequence[Sequence[Transition]]
+    ) -> list[tuple[list[EventRecord], list[EventRecord]] | errors.EchoError]:
+        """Several ``record`` writes at once, in order (see ``_writer``).
+
+        One read of the rows they touch, every check made on those rows as
+        the writes before would leave them, then one UPDATE per action (its
+        last state, the other columns as the transitions leave them) and one
+        insert of all events. A write that fails a check changes nothing.
+        """
         now = self.clock()
-        events: list[EventRecord] = []
-        for t in transitions:
-            row = self.conn.execute(
-                "SELECT name, done, attempt, owner FROM actions WHERE id = ?",
-                (t.action_id,),
-            ).fetchone()
-            if row is None:
-                raise errors.NotFound(f"no action with id {t.action_id!r}")
-            name, done, attempt, owner = row
-            if t.owner is not None and owner != t.owner:
-                # Earlier transitions of this write are undone by the
-                # savepoint that ``run`` wraps around it.
-                raise errors.FailedPrecondition(
-                    f"{t.owner} no longer holds the claim on {t.action_id}"
-                )
-            if t.attempt is not None:
-                attempt = t.attempt
-            if t.state is not State.PROGRESS:
-                finished = t.state.finished
-                drop = finished or t.release
-                self.conn.execute(
-                    "UPDATE actions SET state = ?, done = ?, attempt = ?, "
-                    "due_at = COALESCE(?, due_at), outcome = COALESCE(?, outcome), "
-                    "updated_at = ?, "
-                    "owner = CASE WHEN ? THEN NULL ELSE owner END, "
-                    "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
-                    "WHERE id = ?",
+        ids = sorted({t.action_id for ts in writes for t in ts})
+        rows: dict[str, _Row] = {}
+        for chunk in _chunks(ids):
+            for action_id, name, done, attempt, owner in self.conn.execute(
+                "SELECT id, name, done, attempt, owner FROM actions "
+                f"WHERE id IN ({_marks(len(chunk))})",
+                tuple(chunk),
+            ):
+                rows[action_id] = _Row(name, bool(done), bool(done), attempt, owner)
+        answers = [_check(transitions, rows) for transitions in writes]
+        changed = [r for r in rows.values() if r.state is not None]
+        if changed:
+            self.conn.executemany(
+                "UPDATE actions SET state = ?, done = ?, attempt = ?, "
+                "due_at = COALESCE(?, due_at), outcome = COALESCE(?, outcome), "
+                "updated_at = ?, "
+                "owner = CASE WHEN ? THEN NULL ELSE owner END, "
+                "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
+                "WHERE id = ?",
+                [
                     (
-                        t.state.value,
-                        int(finished),
-                        attempt,
-                        t.due_at,
-                        t.outcome,
+                        r.state,
+                        int(r.done),
+                        r.attempt,
+                        r.due_at,
+                        r.outcome,
                         now,
-                        drop,
-                        drop,
-                        t.action_id,
-                    ),
-                )
-                self.unfinished += int(bool(done)) - int(finished)
-            events.append(
+                        r.dropped,
+                        r.dropped,
+                        action_id,
+                    )
+                    for action_id, r in rows.items()
+                    if r.state is not None
+                ],
+            )
+        out: list[tuple[list[EventRecord], list[EventRecord]] | errors.EchoError] = []
+        every: list[EventRecord] = []
+        for answer in answers:
+            if isinstance(answer, errors.EchoError):
+                out.append(answer)
+                continue
+            events = [
                 self._new_event(
                     action_id=t.action_id,
                     name=name,
@@ -526,9 +605,13 @@ class _Journal:
                     at=now,
                     payload=t.event_payload,
                 )
-            )
-        self._append_events(events)
-        return events, events
+                for t, name, attempt in answer
+            ]
+            every.extend(events)
+            out.append((events, events))
+        self._append_events(every)
+        self.unfinished += sum(int(r.was_done) - int(r.done) for r in changed)
+        return out
 
     def claim(
         self,
@@ -866,9 +949,11 @@ class SqliteStore:
     ) -> Future[list[EventRecord]]:
         transitions = list(transitions)
         return self._writer.submit(
-            lambda: self._journal.record(transitions),
+            lambda: _only(self._journal.record_many([transitions])),
             weight=max(1, len(transitions)),
             linger=linger.total_seconds(),
+            many=self._journal.record_many,
+            payload=transitions,
         )
 
     def claim(

@@ -7,6 +7,13 @@ committed events to the listeners in sequence order, and only then resolves
 the ``flush`` barriers of that group. Under load many writes share one commit,
 so durability costs one sync per group instead of one per action.
 
+Writes of one kind may be applied *together*: consecutive writes in a group
+that carry the same ``many`` function are handed to it as one list, so a
+backend can serve them with a statement or two instead of a few each. Such a
+function checks everything before it changes anything, so a write it fails
+leaves nothing behind without a savepoint; any other exception aborts the
+group as usual.
+
 A write may *linger*: it waits up to its linger for another write to come
 and share its commit, unless one is queued already. Order holds regardless:
 a lingering write is taken with (and before) any write queued after it, and
@@ -63,6 +70,12 @@ class Transaction(Protocol):
         """Translate a group failure into the error every waiter gets."""
 
 
+Answer = tuple[Any, list[EventRecord]] | errors.EchoError
+Many = Callable[[Sequence[Any]], list[Answer]]
+"""Applies the payloads of several writes at once, in order: for each, its
+result and events, or the ``EchoError`` that failed it (and it alone)."""
+
+
 @dataclass(eq=False, slots=True)
 class Write(Generic[T]):
     """One caller's write: ``apply`` runs inside the transaction."""
@@ -72,6 +85,10 @@ class Write(Generic[T]):
     """Rows it touches, roughly; bounds how much one transaction takes."""
     until: float = 0.0
     """``time.monotonic()`` until which it may wait for company; 0: none."""
+    many: Many | None = None
+    """Applies this write together with its neighbours of the same kind."""
+    payload: Any = None
+    """What ``many`` is given for this write."""
     future: Future[T] = field(default_factory=Future)
 
 
@@ -135,14 +152,21 @@ class GroupWriter:
         *,
         weight: int = 1,
         linger: float = 0.0,
+        many: Many | None = None,
+        payload: Any = None,
     ) -> Future[T]:
         """Queue a write; blocks while the queue is full (back-pressure).
 
         ``linger`` (seconds): how long the write may wait for another one to
-        share its commit; see the module docstring.
+        share its commit. ``many`` and ``payload``: how to apply it together
+        with neighbours of its kind. See the module docstring.
         """
         write: Write[T] = Write(
-            apply, weight, time.monotonic() + linger if linger > 0 else 0.0
+            apply,
+            weight,
+            time.monotonic() + linger if linger > 0 else 0.0,
+            many,
+            payload,
         )
         with self._cond:
             while len(self._queue) >= self._max_queued and not self._stopping:
@@ -214,6 +238,27 @@ class GroupWriter:
                             errors.StoreError(f"journal writer failed: {exc!r}")
                         )
 
+    def _apply(self, writes: Sequence[Write[Any]]) -> list[tuple[Write[Any], Answer]]:
+        """Run the writes in the open transaction, neighbours of one kind
+        together; each with its answer."""
+        out: list[tuple[Write[Any], Answer]] = []
+        start = 0
+        while start < len(writes):
+            end = start + 1
+            many = writes[start].many
+            if many is not None:
+                while end < len(writes) and writes[end].many == many:
+                    end += 1
+                batch = writes[start:end]
+                out.extend(zip(batch, many([w.payload for w in batch]), strict=True))
+            else:
+                try:
+                    out.append((writes[start], self._tx.run(writes[start])))
+                except errors.EchoError as exc:
+                    out.append((writes[start], exc))
+            start = end
+        return out
+
     def _run_group(self, group: Sequence[Write[Any]]) -> None:
         # A caller may cancel a future it stopped waiting for; a cancelled
         # write is dropped unapplied, and a running one can no longer be.
@@ -225,14 +270,12 @@ class GroupWriter:
         if writes:
             try:
                 self._tx.begin()
-                for write in writes:
-                    try:
-                        result, produced = self._tx.run(write)
-                    except errors.EchoError as exc:
-                        outcomes.append((write, None, exc))
+                for write, answer in self._apply(writes):
+                    if isinstance(answer, errors.EchoError):
+                        outcomes.append((write, None, answer))
                     else:
-                        outcomes.append((write, result, None))
-                        events.extend(produced)
+                        outcomes.append((write, answer[0], None))
+                        events.extend(answer[1])
                 self._tx.commit()
                 self.commits += 1
             except Exception as exc:

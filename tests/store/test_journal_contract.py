@@ -159,6 +159,89 @@ def test_record_with_an_unknown_action_fails_and_writes_nothing_of_its_batch(
     assert event.sequence == 2
 
 
+def test_writes_that_share_a_commit_each_see_the_ones_before_and_fail_alone(
+    store: Store, kind: str
+) -> None:
+    a, b, c = (dataclasses.replace(new_action(), owner="o") for _ in range(3))
+    store.insert([a, b, c])
+    first = store.last_sequence()
+    commits = getattr(store, "commits", 0)
+    # Hold the writer inside a listener so that the writes below queue up
+    # and go into one group (the single-node stores call listeners there).
+    inside, release = threading.Event(), threading.Event()
+    held = [True]
+
+    def hold(events: object) -> None:
+        if held[0]:
+            held[0] = False
+            inside.set()
+            assert release.wait(10)
+
+    store.add_listener(hold)
+    store.record([Transition(a.id, State.PROGRESS)])
+    if kind != "postgres":
+        assert inside.wait(10)
+    futures = [
+        store.record([Transition(a.id, State.RUNNING, attempt=1, owner="o")]),
+        store.record([Transition(a.id, State.SUCCEEDED, outcome=b"r", owner="o")]),
+        store.record(
+            [Transition(a.id, State.RETRYING), Transition("missing", State.PROGRESS)]
+        ),
+        store.record([Transition(b.id, State.RUNNING, owner="someone else")]),
+        store.record([Transition("missing", State.PROGRESS)]),
+        store.record(
+            [Transition(c.id, State.RETRYING, due_at=0.0, release=True, owner="o")]
+        ),
+        store.record([Transition(a.id, State.RUNNING, attempt=2, owner="o")]),
+        store.record([Transition(b.id, State.PROGRESS, attempt=7)]),
+        store.record([Transition(b.id, State.QUEUED)]),
+    ]
+    release.set()
+    store.flush()
+
+    failures = [type(f.exception()) if f.exception() else None for f in futures]
+    assert failures == [
+        None,
+        None,
+        errors.NotFound,  # and its RETRYING of the finished action is undone
+        errors.FailedPrecondition,
+        errors.NotFound,
+        None,
+        errors.FailedPrecondition,  # SUCCEEDED dropped the claim just before
+        None,
+        None,
+    ]
+    events = [e for e in all_events(store) if e.sequence > first + 1]
+    assert [(e.action_id, e.state, e.attempt) for e in events] == [
+        (a.id, State.RUNNING, 1),
+        (a.id, State.SUCCEEDED, 1),
+        (c.id, State.RETRYING, 0),
+        (b.id, State.PROGRESS, 7),
+        (b.id, State.QUEUED, 0),  # a progress event leaves the attempt alone
+    ]
+    assert [e.sequence for e in events] == list(range(first + 2, first + 7))
+    got = {r.id: r for r in (store.get(x.id) for x in (a, b, c)) if r is not None}
+    assert (got[a.id].state, got[a.id].owner, got[a.id].outcome) == (
+        State.SUCCEEDED,
+        None,
+        b"r",
+    )
+    assert (got[b.id].state, got[b.id].owner, got[b.id].attempt) == (
+        State.QUEUED,
+        "o",
+        0,
+    )
+    assert (got[c.id].state, got[c.id].owner, got[c.id].due_at) == (
+        State.RETRYING,
+        None,
+        0.0,
+    )
+    assert store.waiting() == 2
+    if kind != "postgres":
+        # the PROGRESS before the hold, then everything else together
+        assert getattr(store, "commits", 0) - commits == 2
+
+
 def test_an_action_id_that_exists_already_fails_the_insert(store: Store) -> None:
     action = new_action()
     store.insert([action])
