@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -127,17 +127,23 @@ def test_a_malformed_frame_ends_the_session_with_a_status(
 def test_a_session_whose_client_cancels_leaves_nothing_open(
     server: EchoServer, client: Client, gates: Gates
 ) -> None:
+    # The request stream stays open until the call is cancelled: a client
+    # that half-closed would end the session by itself.
+    cancelled = threading.Event()
+
+    def requests() -> Iterator[echo_service_pb2.ConnectRequest]:
+        yield echo_service_pb2.ConnectRequest(
+            request_id="watch", subscribe=echo_service_pb2.StreamRequest()
+        )
+        cancelled.wait(WAIT)
+
     with grpc.insecure_channel(server.address) as channel:
         stub = echo_service_pb2_grpc.EchoServiceStub(channel)
-        requests = [
-            echo_service_pb2.ConnectRequest(
-                request_id="watch", subscribe=echo_service_pb2.StreamRequest()
-            )
-        ]
-        call = stub.Connect(iter(requests), timeout=WAIT)
+        call = stub.Connect(requests(), timeout=WAIT)
         assert next(call).WhichOneof("kind") == "subscribed"
         assert server.open_streams == 1
         call.cancel()
+        cancelled.set()
         with pytest.raises(grpc.RpcError) as ended:
             next(call)
         assert ended.value.code() is grpc.StatusCode.CANCELLED
