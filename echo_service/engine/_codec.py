@@ -10,7 +10,9 @@ Durations are whole microseconds; datetimes are ISO 8601 with their offset.
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -242,6 +244,9 @@ class EventBody:
     trace_id: str = ""
 
 
+_NO_BODY = EventBody()
+
+
 def encode_event(
     *,
     trace_id: str = "",
@@ -265,9 +270,24 @@ def encode_event(
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+_TRACE_ONLY = re.compile(rb'\{"t":"([0-9a-f]{1,64})"\}')
+"""The body of nearly every event (accepted, scheduled, queued, running):
+a trace id and nothing else."""
+
+
+@functools.lru_cache(maxsize=512)
+def _trace_only(trace_id: bytes) -> EventBody:
+    # The actions of one assign call share their trace id, so their events
+    # share this (immutable) body too.
+    return EventBody(trace_id=trace_id.decode("ascii"))
+
+
 def decode_event(data: bytes) -> EventBody:
-    if not data:
-        return EventBody()
+    if not data or data == b"{}":
+        return _NO_BODY
+    match = _TRACE_ONLY.fullmatch(data)
+    if match is not None:
+        return _trace_only(match.group(1))
     body = json.loads(data)
     progress = body.get("p")
     return EventBody(

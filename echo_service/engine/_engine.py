@@ -132,6 +132,8 @@ _RETRY_HINT = timedelta(seconds=1)
 _SETTLE = timedelta(seconds=5)
 """How long drain waits, after cancelling through tokens, for attempts to
 come back before it counts them abandoned."""
+_Context = tuple[tuple[str, str], ...]
+"""A W3C trace carrier as a key."""
 _LINGER = timedelta(milliseconds=10)
 """How long a RUNNING write waits for the attempt's outcome to share its
 commit: a handler quicker than this costs one commit, not two, and a longer
@@ -538,9 +540,6 @@ class Engine:
         now = self._clock.now()
         news, stored = self._prepare_all(checked, now, parent_id, keys)
         due_now = [i for i, n in enumerate(news) if n.due_at <= now]
-        for i, new in enumerate(news):
-            if new.due_at > now:
-                news[i] = dataclasses.replace(new, also=State.SCHEDULED)
         run_here = (
             local
             and self._executor is not None
@@ -659,14 +658,18 @@ class Engine:
         (nearly always one), whose carrier every action of it continues."""
         raw = os.urandom(16 * len(specs)).hex()
         ids = [raw[i : i + 32] for i in range(0, len(raw), 32)]
-        contexts: dict[tuple[tuple[str, str], ...], tuple[dict[str, str], str]] = {}
-        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        groups: dict[_Context, list[int]] = {}
         for i, spec in enumerate(specs):
             groups.setdefault(tuple(spec.trace_context.items()), []).append(i)
+        # Per trace context: the carrier, the trace id and the event payload.
+        contexts: dict[
+            tuple[tuple[str, str], ...], tuple[dict[str, str], str, bytes]
+        ] = {}
         for context, members in groups.items():
-            contexts[context] = self._assign_span(
+            carrier, trace_id = self._assign_span(
                 [specs[i] for i in members], [ids[i] for i in members]
             )
+            contexts[context] = carrier, trace_id, encode_event(trace_id=trace_id)
         news: list[NewAction] = []
         stored: list[StoredAction] = []
         for i, spec in enumerate(specs):
@@ -677,7 +680,7 @@ class Engine:
                 due = options.not_before.timestamp()
             else:
                 due = now
-            carrier, trace_id = contexts[tuple(spec.trace_context.items())]
+            carrier, trace_id, event = contexts[tuple(spec.trace_context.items())]
             key = None if keys is None else keys[i]
             stored.append(StoredAction(spec, carrier, trace_id))
             news.append(
@@ -689,7 +692,9 @@ class Engine:
                     due_at=due,
                     idempotency_key=key or options.idempotency_key or None,
                     parent_id=parent_id,
-                    event_payload=encode_event(trace_id=trace_id),
+                    event_payload=event,
+                    # Journaled with the insert: it waits for its time.
+                    also=State.SCHEDULED if due > now else None,
                 )
             )
         return news, stored
@@ -735,7 +740,14 @@ class Engine:
             )
         else:
             try:
-                spec = dataclasses.replace(spec, args=check_args(signature, spec.args))
+                # Built directly: dataclasses.replace costs more than the check.
+                spec = ActionSpec(
+                    spec.name,
+                    check_args(signature, spec.args),
+                    spec.options,
+                    spec.metadata,
+                    spec.trace_context,
+                )
             except errors.InvalidArgument as exc:
                 out.extend(
                     FieldViolation(f"{prefix}.{v.field}", v.description)
@@ -891,7 +903,12 @@ class Engine:
         subs = self._subs
         if not subs:
             return
-        events = [_event(r) for r in records]
+        if all(s.action_ids or s.names for s in subs):
+            # Only what someone listens to is worth converting (a session
+            # listens to its own few actions among everyone's).
+            records = [r for r in records if any(s.matches(r) for s in subs)]
+        times: dict[float, datetime] = {}  # the events of one write share one
+        events = [_event(r, times) for r in records]
         for sub in subs:
             sub.offer(events)
 
@@ -912,12 +929,12 @@ class Engine:
         ``linger`` the write may wait a little for the next one (the
         attempt's outcome, usually) to share its commit."""
         self._store.record(
-            [dataclasses.replace(t, owner=self._owner) for t in transitions],
+            [_owned(t, self._owner) for t in transitions],
             linger=_LINGER if linger else timedelta(0),
         ).add_done_callback(_log_failed_write)
 
     def finish(self, run: Run, transition: Transition) -> None:
-        transition = dataclasses.replace(transition, owner=self._owner)
+        transition = _owned(transition, self._owner)
         with self._lock:
             if self._inflight.get(run.id) is run:
                 del self._inflight[run.id]
@@ -1164,19 +1181,39 @@ def _fresh_view(record: ActionRecord, spec: ActionSpec) -> ActionView:
     )
 
 
+def _owned(t: Transition, owner: str) -> Transition:
+    """``t`` fenced by ``owner`` (as dataclasses.replace would, for less)."""
+    return Transition(
+        t.action_id,
+        t.state,
+        t.attempt,
+        t.due_at,
+        t.outcome,
+        t.event_payload,
+        t.release,
+        owner,
+    )
+
+
 def _time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def _event(record: EventRecord) -> ActionEvent:
+def _event(
+    record: EventRecord, times: dict[float, datetime] | None = None
+) -> ActionEvent:
     body = decode_event(record.payload)
+    if times is None:
+        at = _time(record.at)
+    else:
+        at = times.get(record.at) or times.setdefault(record.at, _time(record.at))
     return ActionEvent(
         sequence=record.sequence,
         action_id=record.action_id,
         name=record.name,
         state=record.state,
         attempt=record.attempt,
-        at=_time(record.at),
+        at=at,
         result=body.result,
         error=body.error,
         progress=body.progress,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
 from echo_service import errors
 from echo_service.engine._model import ActionEvent
@@ -40,6 +41,17 @@ from echo_service.engine._model import ActionEvent
 __all__ = ["Subscription"]
 
 _PAGE = 256
+
+
+class _Addressed(Protocol):
+    """What the filter looks at: an event, or the journal's record of one."""
+
+    @property
+    def action_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
 
 Notify = Callable[[], None]
 
@@ -87,7 +99,8 @@ class Subscription:
         """The sequence of the last event handed to the reader."""
         return self._last
 
-    def matches(self, event: ActionEvent) -> bool:
+    def matches(self, event: _Addressed) -> bool:
+        """Whether the filter lets ``event`` (or a journal record) through."""
         ids = self.action_ids
         return (not ids or event.action_id in ids) and (
             not self.names or event.name in self.names
