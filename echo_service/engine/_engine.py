@@ -201,8 +201,10 @@ class Engine:
             config: read-only settings handed to handlers as ``ctx.config``.
             clock: time source; tests inject a ``ManualClock``.
             default_retry: the policy of actions that set none.
-            batch: actions claimed per store round trip (default 8 per
-                worker, at least 16); at most two batches are held in memory.
+            batch: actions claimed per store round trip (default 64 per
+                worker); at most two batches are held in memory. Each claim
+                waits for the journal's writer behind what is queued there,
+                so small batches starve the workers while assigns pour in.
             retention: how long a finished action and its events stay in the
                 journal; a stream resuming from before that misses them.
             key_retention: how long an idempotency key is kept. The store
@@ -239,7 +241,7 @@ class Engine:
         self._tracer = trace.get_tracer(
             "echo_service.engine", tracer_provider=tracer_provider
         )
-        self._batch = batch or max(16, 8 * workers)
+        self._batch = batch or 64 * workers
         self._capacity = 2 * self._batch
         self._low_water = self._batch
 
