@@ -364,11 +364,9 @@ class _Journal:
         return result
 
     def commit(self) -> None:
-        if self.sequence != self.committed_sequence:
-            self.conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'last_sequence'",
-                (self.sequence,),
-            )
+        # The events table holds the last sequence; meta keeps it only
+        # across a purge of the newest events (see purge_actions), so a
+        # commit writes no page of meta.
         self.conn.execute("COMMIT")
         self.committed_sequence = self.sequence
         self.committed_unfinished = self.unfinished
@@ -741,6 +739,12 @@ class _Journal:
             )
         ]
         if ids:
+            # The newest events may go: keep their sequence so that none is
+            # ever given again (the open takes the larger of the two).
+            self.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'last_sequence'",
+                (self.sequence,),
+            )
             self.conn.executemany("DELETE FROM events WHERE action_id = ?", ids)
             self.conn.executemany(
                 "DELETE FROM idempotency_keys WHERE action_id = ?", ids
