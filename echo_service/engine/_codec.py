@@ -221,7 +221,12 @@ class Outcome:
     error: ActionErrorInfo | None = None
 
 
+_NO_RESULT = b'{"r":null}'
+
+
 def encode_outcome(result: object | None, error: ActionErrorInfo | None) -> bytes:
+    if error is None and result is None:
+        return _NO_RESULT
     body = {"e": _enc_error(error)} if error is not None else {"r": _enc_value(result)}
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -256,6 +261,14 @@ def encode_event(
     progress: Progress | None = None,
     retry_delay: timedelta | None = None,
 ) -> bytes:
+    if (
+        error is None
+        and progress is None
+        and retry_delay is None
+        and (not has_result or result is None)
+    ):
+        # The bodies of nearly every event, without the JSON encoder.
+        return _simple_event(trace_id, has_result)
     body: dict[str, Any] = {}
     if trace_id:
         body["t"] = trace_id
@@ -267,6 +280,14 @@ def encode_event(
         body["p"] = [progress.fraction, progress.message]
     if retry_delay is not None:
         body["d"] = _td(retry_delay)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@functools.lru_cache(maxsize=512)
+def _simple_event(trace_id: str, null_result: bool) -> bytes:
+    body: dict[str, Any] = {"t": trace_id} if trace_id else {}
+    if null_result:
+        body["r"] = None
     return json.dumps(body, separators=(",", ":")).encode()
 
 

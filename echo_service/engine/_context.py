@@ -66,15 +66,18 @@ class CancellationToken:
     __slots__ = ("_callbacks", "_cause", "_event", "_lock", "_reason")
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        # One per attempt, nearly never waited on: the event is made by the
+        # first ``wait``. _lock guards _event's creation, _cause, _reason
+        # and _callbacks.
+        self._event: threading.Event | None = None
         self._lock = threading.Lock()
         self._cause: CancelCause | None = None
         self._reason = ""
-        self._callbacks: list[Callable[[], None]] = []  # guarded by _lock
+        self._callbacks: list[Callable[[], None]] = []
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._cause is not None
 
     @property
     def reason(self) -> str:
@@ -86,17 +89,25 @@ class CancellationToken:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until cancelled or ``timeout`` seconds pass; True if cancelled."""
-        return self._event.wait(timeout)
+        with self._lock:
+            if self._cause is not None:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def cancel(self, cause: CancelCause, reason: str = "") -> bool:
         """Cancel with ``cause``; False when it was already cancelled."""
         with self._lock:
             if self._cause is not None:
                 return False
-            self._cause = cause
             self._reason = reason or str(cause)
+            self._cause = cause  # after the reason: readers go by the cause
             callbacks, self._callbacks = self._callbacks, []
-        self._event.set()
+            event = self._event
+        if event is not None:
+            event.set()
         for callback in callbacks:
             callback()
         return True

@@ -7,7 +7,14 @@ from datetime import timedelta
 import pytest
 
 from echo_service.engine import ActionErrorInfo, ErrorKind, Progress
-from echo_service.engine._codec import EventBody, decode_event, encode_event
+from echo_service.engine._codec import (
+    EventBody,
+    Outcome,
+    decode_event,
+    decode_outcome,
+    encode_event,
+    encode_outcome,
+)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -45,3 +52,13 @@ def test_a_body_of_only_a_trace_id_is_shared_not_rebuilt() -> None:
     data = encode_event(trace_id=TRACE)
 
     assert decode_event(data) is decode_event(bytes(data))
+
+
+def test_the_quick_encodings_are_the_json_ones() -> None:
+    assert encode_event(trace_id=TRACE) == f'{{"t":"{TRACE}"}}'.encode()
+    assert encode_event(trace_id=TRACE, has_result=True) == (
+        f'{{"t":"{TRACE}","r":null}}'.encode()
+    )
+    assert encode_event() == b"{}"
+    assert encode_outcome(None, None) == b'{"r":null}'
+    assert decode_outcome(encode_outcome(None, None)) == Outcome(result=None)
