@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 _MICRO = timedelta(microseconds=1)
+_JSON = json.JSONEncoder(separators=(",", ":"))
+"""Compact JSON; one encoder for every call (json.dumps with options makes
+a new one each time). Its ``encode`` keeps no state between calls."""
 
 
 def _enc_value(value: object) -> Any:
@@ -184,7 +187,7 @@ def encode_action(stored: StoredAction) -> bytes:
     body = _enc_spec(stored.spec)
     body["sp"] = dict(stored.span_parent)
     body["ti"] = stored.trace_id
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _JSON.encode(body).encode()
 
 
 def decode_action(data: bytes) -> StoredAction:
@@ -228,7 +231,7 @@ def encode_outcome(result: object | None, error: ActionErrorInfo | None) -> byte
     if error is None and result is None:
         return _NO_RESULT
     body = {"e": _enc_error(error)} if error is not None else {"r": _enc_value(result)}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _JSON.encode(body).encode()
 
 
 def decode_outcome(data: bytes | None) -> Outcome:
@@ -280,7 +283,7 @@ def encode_event(
         body["p"] = [progress.fraction, progress.message]
     if retry_delay is not None:
         body["d"] = _td(retry_delay)
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _JSON.encode(body).encode()
 
 
 @functools.lru_cache(maxsize=512)
@@ -288,7 +291,7 @@ def _simple_event(trace_id: str, null_result: bool) -> bytes:
     body: dict[str, Any] = {"t": trace_id} if trace_id else {}
     if null_result:
         body["r"] = None
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _JSON.encode(body).encode()
 
 
 _TRACE_ONLY = re.compile(rb'\{"t":"([0-9a-f]{1,64})"\}')

@@ -129,6 +129,7 @@ __all__ = ["Engine"]
 logger = logging.getLogger(__name__)
 
 _RETRY_HINT = timedelta(seconds=1)
+_ZERO = timedelta(0)
 _SETTLE = timedelta(seconds=5)
 """How long drain waits, after cancelling through tokens, for attempts to
 come back before it counts them abandoned."""
@@ -761,33 +762,38 @@ class Engine:
             out.append(
                 FieldViolation(f"{opt}.not_before", "set delay or not_before, not both")
             )
-        if o.delay is not None and o.delay < timedelta(0):
+        if o.delay is not None and o.delay < _ZERO:
             out.append(FieldViolation(f"{opt}.delay", "must not be negative"))
-        for name in ("not_before", "deadline"):
-            value = getattr(o, name)
+        for name, value in (("not_before", o.not_before), ("deadline", o.deadline)):
             if value is not None and value.tzinfo is None:
                 out.append(FieldViolation(f"{opt}.{name}", "must carry a time zone"))
-        if o.attempt_timeout is not None and o.attempt_timeout <= timedelta(0):
+        if o.attempt_timeout is not None and o.attempt_timeout <= _ZERO:
             out.append(FieldViolation(f"{opt}.attempt_timeout", "must be positive"))
-        if isinstance(o.priority, bool) or not isinstance(o.priority, int):
+        if type(o.priority) is not int and (
+            isinstance(o.priority, bool) or not isinstance(o.priority, int)
+        ):
             out.append(FieldViolation(f"{opt}.priority", "must be an integer"))
         if o.retry_policy is not None:
             out.extend(
                 FieldViolation(f"{opt}.retry_policy.{field}", why)
                 for field, why in policy_problems(o.retry_policy)
             )
-        unknown = [n for n in hook_names(spec.metadata) if self._plan.hook(n) is None]
-        if unknown:
-            out.append(
-                FieldViolation(
-                    f"{prefix}.metadata.hooks", f"unknown hooks: {', '.join(unknown)}"
+        if spec.metadata:
+            unknown = [
+                n for n in hook_names(spec.metadata) if self._plan.hook(n) is None
+            ]
+            if unknown:
+                out.append(
+                    FieldViolation(
+                        f"{prefix}.metadata.hooks",
+                        f"unknown hooks: {', '.join(unknown)}",
+                    )
                 )
-            )
         for field, mapping in (
             ("metadata", spec.metadata),
             ("trace_context", spec.trace_context),
         ):
-            if not all(
+            if mapping and not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
             ):
                 out.append(
