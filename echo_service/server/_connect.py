@@ -21,7 +21,8 @@ action between its journal commit and the answer are not sent.
 
 Flow control: at most ``config.session_window`` events are sent and not yet
 acknowledged; beyond that the feeds wait (their subscriptions' bounded
-buffers absorb the rest, and an overflow resumes from the journal). Answers,
+buffers absorb the rest, and an overflow resumes from the journal), and the
+events an assign's answer releases queue in order behind the window. Answers,
 errors and heartbeats are never held back by the window.
 
 The session ends with a StreamEnd when the server stops (after flushing what
@@ -40,6 +41,7 @@ no ``await`` inside.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine
@@ -102,6 +104,9 @@ class Session:
         self._subs: dict[str, Feed] = {}  # subscribe request id -> its feed
         self._active: set[str] = set()  # request ids still in use
         self._unacked: list[int] = []  # sequences sent and not acknowledged
+        # Events routed while the window was full (an assign's events held
+        # until its answer), sent in order as acks open the window.
+        self._overflow: collections.deque[tuple[str, ActionEvent]] = collections.deque()
         self._window = asyncio.Condition()
         self._interval = runtime.config.heartbeat_interval
         self._last_sent = asyncio.get_running_loop().time()
@@ -188,6 +193,10 @@ class Session:
     def _end(self, reason: str, *, retryable: bool) -> None:
         if self._ended:
             return
+        # The end says the session is over: what waits behind the window goes
+        # first, so the end's last_sequence covers everything sent.
+        while self._overflow:
+            self._send_event(*self._overflow.popleft())
         self._send(
             echo_service_pb2.ConnectResponse(
                 end=echo_service_pb2.StreamEnd(
@@ -207,7 +216,15 @@ class Session:
         )
 
     def _emit(self, request_id: str, event: ActionEvent) -> None:
-        """Send one event now, window or not. No ``await``: order is kept."""
+        """Send one event, or queue it behind the window when that is full.
+        No ``await``: order is kept."""
+        full = len(self._unacked) >= self._rt.config.session_window
+        if self._overflow or (full and not self._flushing):
+            self._overflow.append((request_id, event))
+            return
+        self._send_event(request_id, event)
+
+    def _send_event(self, request_id: str, event: ActionEvent) -> None:
         self._unacked.append(event.sequence)
         self._position = max(self._position, event.sequence)
         self._send(
@@ -220,7 +237,11 @@ class Session:
         limit = self._rt.config.session_window
         async with self._window:
             await self._window.wait_for(
-                lambda: len(self._unacked) < limit or self._flushing or self._ended
+                lambda: (
+                    (len(self._unacked) < limit and not self._overflow)
+                    or self._flushing
+                    or self._ended
+                )
             )
 
     def _maybe_finish(self) -> None:
@@ -310,6 +331,9 @@ class Session:
     async def _ack(self, sequence: int) -> None:
         async with self._window:
             self._unacked = [s for s in self._unacked if s > sequence]
+            limit = self._rt.config.session_window
+            while self._overflow and len(self._unacked) < limit:
+                self._send_event(*self._overflow.popleft())
             self._window.notify_all()
 
     async def _assign(self, rid: str, request: echo_service_pb2.AssignRequest) -> None:

@@ -3,9 +3,11 @@ errors that leave the session open, subscriptions, flow control, endings."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +23,7 @@ from echo_client import (
 
 from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
 from echo_service.server import EchoServer
+from echo_service.server._servicer import EchoServicer
 from tests.conftest import WAIT, Gates
 
 pytestmark = pytest.mark.timeout(60)
@@ -321,3 +324,47 @@ def test_connect_refuses_while_the_server_stops(
         pytest.raises(UnavailableError),
     ):
         next(session)
+
+
+def test_events_released_by_a_late_answer_wait_behind_the_window(
+    make_server: Callable[..., EchoServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events that reach the session before their assign is answered are held,
+    then released with the answer; the window still bounds what is sent."""
+    finished = threading.Event()
+    original = EchoServicer.assign_one
+
+    async def answer_late(
+        self: EchoServicer, *args: Any, **kwargs: Any
+    ) -> echo_service_pb2.AssignResponse:
+        response = await original(self, *args, **kwargs)
+        await asyncio.to_thread(finished.wait, WAIT)
+        return response
+
+    monkeypatch.setattr(EchoServicer, "assign_one", answer_late)
+    server = make_server(
+        session_window=2, heartbeat_interval=timedelta(milliseconds=30)
+    )
+    with (
+        Client(server.address, timeout=WAIT_TD) as client,
+        client.connect() as session,
+    ):
+        session.auto_ack = False
+        rid = session.assign("Add", 2, 2)
+        with client.stream(after=0) as watched:
+            assert any(event.state.finished for event in watched)
+        finished.set()
+        events: list[int] = []
+        beats_after_full = 0
+        for message in session:
+            if message.kind == "event" and message.event is not None:
+                events.append(message.event.sequence)
+                assert len(events) <= 2
+            elif message.kind == "heartbeat" and len(events) == 2:
+                beats_after_full += 1
+                if beats_after_full == 3:
+                    break
+        session.ack(events[-1])
+        rest = _until(session, _finished(rid))
+        assert [m.event.state for m in rest if m.event][-1] is State.SUCCEEDED
