@@ -21,6 +21,7 @@ __all__ = [
     "cancel",
     "heartbeat",
     "heartbeat_interval",
+    "journal_head",
     "rename_paths",
     "require_id",
     "resume_point",
@@ -133,7 +134,7 @@ def require_id(action_id: str, field: str) -> None:
         raise InvalidArgument("bad action id", [FieldViolation(field, problem)])
 
 
-def resume_point(
+async def resume_point(
     request: echo_service_pb2.StreamRequest, runtime: Runtime, path: str
 ) -> int | None:
     """The request's ``after_sequence`` (None when unset), checked against
@@ -153,13 +154,21 @@ def resume_point(
         raise InvalidArgument(
             "bad after_sequence", [FieldViolation(field, "at most 2^63 - 1")]
         )
-    head = runtime.engine.last_sequence
+    head = await journal_head(runtime)
     if after > head:
         raise OutOfRange(
             f"after_sequence {after} is beyond the journal's head {head}",
             [FieldViolation(field, f"beyond the journal's head {head}")],
         )
     return after
+
+
+async def journal_head(rt: Runtime) -> int:
+    """The journal's last committed sequence, read on the pool: a shared
+    journal answers it with a database round trip, which must not hold the
+    event loop (memory and SQLite keep it in memory, so the hop is all it
+    costs them, once per stream opened)."""
+    return await rt.blocking(lambda: rt.engine.last_sequence)
 
 
 def heartbeat(last_sequence: int) -> echo_service_pb2.Heartbeat:
@@ -191,9 +200,7 @@ async def subscribe(
     event committed between the read and the subscription is replayed rather
     than lost, so the stream holds every event above the number it reports.
     """
-    # The engine answers from the journal's committed counter (memory and
-    # SQLite keep it in memory): cheaper on the loop than a pool hop.
-    start = rt.engine.last_sequence if after is None else after
+    start = await journal_head(rt) if after is None else after
     feed = await open_feed(
         rt.engine,
         after=start,

@@ -402,7 +402,7 @@ class Session:
                 )
             interval = heartbeat_interval(request, self._rt, "subscribe")
             ids, names = stream_filters(request, "subscribe")
-            after = resume_point(request, self._rt, "subscribe")
+            after = await resume_point(request, self._rt, "subscribe")
             feed, start = await subscribe(self._rt, after=after, ids=ids, names=names)
         except Exception as exc:
             self._error(rid, exc, "subscribe")

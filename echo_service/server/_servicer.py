@@ -319,7 +319,7 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
                 raise errors.Unavailable(
                     "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
                 )
-            after = resume_point(request, rt, "")
+            after = await resume_point(request, rt, "")
             feed, start = await subscribe(rt, after=after, ids=ids, names=names)
         except Exception as exc:
             await self._fail(context, exc, "Stream")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from echo_client import Backoff, Client, State, UnavailableError
+from echo_client import Backoff, Client, NotFoundError, State, UnavailableError
 from google.rpc import error_details_pb2, status_pb2
 
 from echo_service._proto.echo.v1 import (
@@ -19,6 +19,7 @@ from echo_service._proto.echo.v1 import (
     echo_service_pb2_grpc,
 )
 from echo_service.server import EchoServer
+from echo_service.store import MemoryStore
 from tests.conftest import WAIT, Gates, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -338,3 +339,50 @@ def test_stopping_the_server_ends_open_streams_with_a_final_message(
     ]
     assert len(finals) == 1
     assert end.last_sequence >= finals[0].sequence
+
+
+class _SlowHead(MemoryStore):
+    """A journal whose head takes a round trip, as a shared one's does: once
+    ``armed``, reading it waits for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = False
+        self.reading = threading.Event()
+        self.gate = threading.Event()
+
+    def last_sequence(self) -> int:
+        if self.armed:
+            self.reading.set()
+            self.gate.wait(WAIT)
+        return super().last_sequence()
+
+
+def test_a_stream_waiting_for_the_journal_head_holds_no_other_call(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    store = _SlowHead()
+    server = make_server(journal=store, heartbeat_interval=timedelta(milliseconds=50))
+    with (
+        grpc.insecure_channel(server.address) as channel,
+        Client(server.address, timeout=timedelta(seconds=WAIT)) as client,
+    ):
+        store.armed = True
+        stream = echo_service_pb2_grpc.EchoServiceStub(channel).Stream(
+            echo_service_pb2.StreamRequest(), timeout=WAIT
+        )
+        first: list[object] = []
+        reader = threading.Thread(target=lambda: first.append(next(stream)))
+        reader.start()
+        try:
+            assert store.reading.wait(WAIT)
+            # The event loop is free while the head is read on the pool.
+            with pytest.raises(NotFoundError):
+                client.get("no-such-action")
+            assert first == []
+        finally:
+            store.gate.set()
+            reader.join(WAIT)
+        assert not reader.is_alive()
+        assert first
+        stream.cancel()
