@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x63ho/v1/echo_service.proto\x12\x07\x65\x63ho.v1\x1a\x14\x65\x63ho/v1/action.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\rAssignRequest\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\"D\n\x0e\x41ssignResponse\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"5\n\x11\x41ssignManyRequest\x12 \n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x0f.echo.v1.Action\">\n\x12\x41ssignManyResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.echo.v1.AssignResponse\"7\n\x13\x41ssignStreamRequest\x12 \n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x0f.echo.v1.Action\"@\n\x14\x41ssignStreamResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.echo.v1.AssignResponse\"\xa0\x01\n\rStreamRequest\x12\x12\n\naction_ids\x18\x01 \x03(\t\x12\x14\n\x0c\x61\x63tion_names\x18\x02 \x03(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x11\n\x0f_after_sequence\"\x8b\x01\n\x0eStreamResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.echo.v1.ActionEventH\x00\x12\'\n\theartbeat\x18\x02 \x01(\x0b\x32\x12.echo.v1.HeartbeatH\x00\x12!\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x12.echo.v1.StreamEndH\x00\x42\x06\n\x04kind\"L\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x02 \x01(\x04\"E\n\tStreamEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\x12\x15\n\rlast_sequence\x18\x03 \x01(\x04\"\xca\x01\n\x0e\x43onnectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x16.echo.v1.AssignRequestH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.echo.v1.CancelRequestH\x00\x12+\n\tsubscribe\x18\x04 \x01(\x0b\x32\x16.echo.v1.StreamRequestH\x00\x12\x1b\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x0c.echo.v1.AckH\x00\x42\x06\n\x04kind\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\xce\x02\n\x0f\x43onnectResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x08\x61ssigned\x18\x02 \x01(\x0b\x32\x17.echo.v1.AssignResponseH\x00\x12,\n\tcancelled\x18\x03 \x01(\x0b\x32\x17.echo.v1.CancelResponseH\x00\x12%\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x14.echo.v1.ActionEventH\x00\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x15.echo.v1.RequestErrorH\x00\x12\'\n\theartbeat\x18\x06 \x01(\x0b\x32\x12.echo.v1.HeartbeatH\x00\x12!\n\x03\x65nd\x18\x07 \x01(\x0b\x32\x12.echo.v1.StreamEndH\x00\x12)\n\nsubscribed\x18\x08 \x01(\x0b\x32\x13.echo.v1.SubscribedH\x00\x42\x06\n\x04kind\"#\n\nSubscribed\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\"\x90\x01\n\x0cRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x31\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x17.echo.v1.FieldViolation\x12.\n\x0bretry_delay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x1e\n\x10GetActionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x11GetActionResponse\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\"+\n\rCancelRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x0e\x43\x61ncelResponse\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\"\x17\n\x15ListSignaturesRequest\"F\n\x16ListSignaturesResponse\x12,\n\nsignatures\x18\x01 \x03(\x0b\x32\x18.echo.v1.ActionSignature\";\n\x0fShutdownRequest\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x10ShutdownResponse\x12\x0f\n\x07running\x18\x01 \x01(\x05\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\x32\xf0\x04\n\x0b\x45\x63hoService\x12\x39\n\x06\x41ssign\x12\x16.echo.v1.AssignRequest\x1a\x17.echo.v1.AssignResponse\x12\x45\n\nAssignMany\x12\x1a.echo.v1.AssignManyRequest\x1a\x1b.echo.v1.AssignManyResponse\x12M\n\x0c\x41ssignStream\x12\x1c.echo.v1.AssignStreamRequest\x1a\x1d.echo.v1.AssignStreamResponse(\x01\x12;\n\x06Stream\x12\x16.echo.v1.StreamRequest\x1a\x17.echo.v1.StreamResponse0\x01\x12@\n\x07\x43onnect\x12\x17.echo.v1.ConnectRequest\x1a\x18.echo.v1.ConnectResponse(\x01\x30\x01\x12\x42\n\tGetAction\x12\x19.echo.v1.GetActionRequest\x1a\x1a.echo.v1.GetActionResponse\x12\x39\n\x06\x43\x61ncel\x12\x16.echo.v1.CancelRequest\x1a\x17.echo.v1.CancelResponse\x12Q\n\x0eListSignatures\x12\x1e.echo.v1.ListSignaturesRequest\x1a\x1f.echo.v1.ListSignaturesResponse\x12?\n\x08Shutdown\x12\x18.echo.v1.ShutdownRequest\x1a\x19.echo.v1.ShutdownResponseB<Z:github.com/echo-actions/echo/clients/go/gen/echo/v1;echov1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65\x63ho/v1/echo_service.proto\x12\x07\x65\x63ho.v1\x1a\x14\x65\x63ho/v1/action.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"0\n\rAssignRequest\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\"D\n\x0e\x41ssignResponse\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"5\n\x11\x41ssignManyRequest\x12 \n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x0f.echo.v1.Action\">\n\x12\x41ssignManyResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.echo.v1.AssignResponse\"7\n\x13\x41ssignStreamRequest\x12 \n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x0f.echo.v1.Action\"@\n\x14\x41ssignStreamResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.echo.v1.AssignResponse\"\xc6\x01\n\rStreamRequest\x12\x12\n\naction_ids\x18\x01 \x03(\t\x12\x14\n\x0c\x61\x63tion_names\x18\x02 \x03(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x35\n\x12heartbeat_interval\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12$\n\x06states\x18\x05 \x03(\x0e\x32\x14.echo.v1.ActionStateB\x11\n\x0f_after_sequence\"\x8b\x01\n\x0eStreamResponse\x12%\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.echo.v1.ActionEventH\x00\x12\'\n\theartbeat\x18\x02 \x01(\x0b\x32\x12.echo.v1.HeartbeatH\x00\x12!\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x12.echo.v1.StreamEndH\x00\x42\x06\n\x04kind\"L\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_sequence\x18\x02 \x01(\x04\"E\n\tStreamEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x11\n\tretryable\x18\x02 \x01(\x08\x12\x15\n\rlast_sequence\x18\x03 \x01(\x04\"\xca\x01\n\x0e\x43onnectRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x16.echo.v1.AssignRequestH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.echo.v1.CancelRequestH\x00\x12+\n\tsubscribe\x18\x04 \x01(\x0b\x32\x16.echo.v1.StreamRequestH\x00\x12\x1b\n\x03\x61\x63k\x18\x05 \x01(\x0b\x32\x0c.echo.v1.AckH\x00\x42\x06\n\x04kind\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"\xce\x02\n\x0f\x43onnectResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x08\x61ssigned\x18\x02 \x01(\x0b\x32\x17.echo.v1.AssignResponseH\x00\x12,\n\tcancelled\x18\x03 \x01(\x0b\x32\x17.echo.v1.CancelResponseH\x00\x12%\n\x05\x65vent\x18\x04 \x01(\x0b\x32\x14.echo.v1.ActionEventH\x00\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x15.echo.v1.RequestErrorH\x00\x12\'\n\theartbeat\x18\x06 \x01(\x0b\x32\x12.echo.v1.HeartbeatH\x00\x12!\n\x03\x65nd\x18\x07 \x01(\x0b\x32\x12.echo.v1.StreamEndH\x00\x12)\n\nsubscribed\x18\x08 \x01(\x0b\x32\x13.echo.v1.SubscribedH\x00\x42\x06\n\x04kind\"#\n\nSubscribed\x12\x15\n\rlast_sequence\x18\x01 \x01(\x04\"\x90\x01\n\x0cRequestError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x31\n\x10\x66ield_violations\x18\x03 \x03(\x0b\x32\x17.echo.v1.FieldViolation\x12.\n\x0bretry_delay\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x0e\x46ieldViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\x1e\n\x10GetActionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"4\n\x11GetActionResponse\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\"+\n\rCancelRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"1\n\x0e\x43\x61ncelResponse\x12\x1f\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x0f.echo.v1.Action\"\x17\n\x15ListSignaturesRequest\"F\n\x16ListSignaturesResponse\x12,\n\nsignatures\x18\x01 \x03(\x0b\x32\x18.echo.v1.ActionSignature\";\n\x0fShutdownRequest\x12(\n\x05grace\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x10ShutdownResponse\x12\x0f\n\x07running\x18\x01 \x01(\x05\x12\x0f\n\x07waiting\x18\x02 \x01(\x03\x32\xf0\x04\n\x0b\x45\x63hoService\x12\x39\n\x06\x41ssign\x12\x16.echo.v1.AssignRequest\x1a\x17.echo.v1.AssignResponse\x12\x45\n\nAssignMany\x12\x1a.echo.v1.AssignManyRequest\x1a\x1b.echo.v1.AssignManyResponse\x12M\n\x0c\x41ssignStream\x12\x1c.echo.v1.AssignStreamRequest\x1a\x1d.echo.v1.AssignStreamResponse(\x01\x12;\n\x06Stream\x12\x16.echo.v1.StreamRequest\x1a\x17.echo.v1.StreamResponse0\x01\x12@\n\x07\x43onnect\x12\x17.echo.v1.ConnectRequest\x1a\x18.echo.v1.ConnectResponse(\x01\x30\x01\x12\x42\n\tGetAction\x12\x19.echo.v1.GetActionRequest\x1a\x1a.echo.v1.GetActionResponse\x12\x39\n\x06\x43\x61ncel\x12\x16.echo.v1.CancelRequest\x1a\x17.echo.v1.CancelResponse\x12Q\n\x0eListSignatures\x12\x1e.echo.v1.ListSignaturesRequest\x1a\x1f.echo.v1.ListSignaturesResponse\x12?\n\x08Shutdown\x12\x18.echo.v1.ShutdownRequest\x1a\x19.echo.v1.ShutdownResponseB<Z:github.com/echo-actions/echo/clients/go/gen/echo/v1;echov1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,41 +48,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNSTREAMRESPONSE']._serialized_start=422
   _globals['_ASSIGNSTREAMRESPONSE']._serialized_end=486
   _globals['_STREAMREQUEST']._serialized_start=489
-  _globals['_STREAMREQUEST']._serialized_end=649
-  _globals['_STREAMRESPONSE']._serialized_start=652
-  _globals['_STREAMRESPONSE']._serialized_end=791
-  _globals['_HEARTBEAT']._serialized_start=793
-  _globals['_HEARTBEAT']._serialized_end=869
-  _globals['_STREAMEND']._serialized_start=871
-  _globals['_STREAMEND']._serialized_end=940
-  _globals['_CONNECTREQUEST']._serialized_start=943
-  _globals['_CONNECTREQUEST']._serialized_end=1145
-  _globals['_ACK']._serialized_start=1147
-  _globals['_ACK']._serialized_end=1170
-  _globals['_CONNECTRESPONSE']._serialized_start=1173
-  _globals['_CONNECTRESPONSE']._serialized_end=1507
-  _globals['_SUBSCRIBED']._serialized_start=1509
-  _globals['_SUBSCRIBED']._serialized_end=1544
-  _globals['_REQUESTERROR']._serialized_start=1547
-  _globals['_REQUESTERROR']._serialized_end=1691
-  _globals['_FIELDVIOLATION']._serialized_start=1693
-  _globals['_FIELDVIOLATION']._serialized_end=1745
-  _globals['_GETACTIONREQUEST']._serialized_start=1747
-  _globals['_GETACTIONREQUEST']._serialized_end=1777
-  _globals['_GETACTIONRESPONSE']._serialized_start=1779
-  _globals['_GETACTIONRESPONSE']._serialized_end=1831
-  _globals['_CANCELREQUEST']._serialized_start=1833
-  _globals['_CANCELREQUEST']._serialized_end=1876
-  _globals['_CANCELRESPONSE']._serialized_start=1878
-  _globals['_CANCELRESPONSE']._serialized_end=1927
-  _globals['_LISTSIGNATURESREQUEST']._serialized_start=1929
-  _globals['_LISTSIGNATURESREQUEST']._serialized_end=1952
-  _globals['_LISTSIGNATURESRESPONSE']._serialized_start=1954
-  _globals['_LISTSIGNATURESRESPONSE']._serialized_end=2024
-  _globals['_SHUTDOWNREQUEST']._serialized_start=2026
-  _globals['_SHUTDOWNREQUEST']._serialized_end=2085
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=2087
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=2139
-  _globals['_ECHOSERVICE']._serialized_start=2142
-  _globals['_ECHOSERVICE']._serialized_end=2766
+  _globals['_STREAMREQUEST']._serialized_end=687
+  _globals['_STREAMRESPONSE']._serialized_start=690
+  _globals['_STREAMRESPONSE']._serialized_end=829
+  _globals['_HEARTBEAT']._serialized_start=831
+  _globals['_HEARTBEAT']._serialized_end=907
+  _globals['_STREAMEND']._serialized_start=909
+  _globals['_STREAMEND']._serialized_end=978
+  _globals['_CONNECTREQUEST']._serialized_start=981
+  _globals['_CONNECTREQUEST']._serialized_end=1183
+  _globals['_ACK']._serialized_start=1185
+  _globals['_ACK']._serialized_end=1208
+  _globals['_CONNECTRESPONSE']._serialized_start=1211
+  _globals['_CONNECTRESPONSE']._serialized_end=1545
+  _globals['_SUBSCRIBED']._serialized_start=1547
+  _globals['_SUBSCRIBED']._serialized_end=1582
+  _globals['_REQUESTERROR']._serialized_start=1585
+  _globals['_REQUESTERROR']._serialized_end=1729
+  _globals['_FIELDVIOLATION']._serialized_start=1731
+  _globals['_FIELDVIOLATION']._serialized_end=1783
+  _globals['_GETACTIONREQUEST']._serialized_start=1785
+  _globals['_GETACTIONREQUEST']._serialized_end=1815
+  _globals['_GETACTIONRESPONSE']._serialized_start=1817
+  _globals['_GETACTIONRESPONSE']._serialized_end=1869
+  _globals['_CANCELREQUEST']._serialized_start=1871
+  _globals['_CANCELREQUEST']._serialized_end=1914
+  _globals['_CANCELRESPONSE']._serialized_start=1916
+  _globals['_CANCELRESPONSE']._serialized_end=1965
+  _globals['_LISTSIGNATURESREQUEST']._serialized_start=1967
+  _globals['_LISTSIGNATURESREQUEST']._serialized_end=1990
+  _globals['_LISTSIGNATURESRESPONSE']._serialized_start=1992
+  _globals['_LISTSIGNATURESRESPONSE']._serialized_end=2062
+  _globals['_SHUTDOWNREQUEST']._serialized_start=2064
+  _globals['_SHUTDOWNREQUEST']._serialized_end=2123
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=2125
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=2177
+  _globals['_ECHOSERVICE']._serialized_start=2180
+  _globals['_ECHOSERVICE']._serialized_end=2804
 # @@protoc_insertion_point(module_scope)

@@ -50,16 +50,18 @@ class AssignStreamResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AssignResponse, _Mapping]]] = ...) -> None: ...
 
 class StreamRequest(_message.Message):
-    __slots__ = ("action_ids", "action_names", "after_sequence", "heartbeat_interval")
+    __slots__ = ("action_ids", "action_names", "after_sequence", "heartbeat_interval", "states")
     ACTION_IDS_FIELD_NUMBER: _ClassVar[int]
     ACTION_NAMES_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     action_ids: _containers.RepeatedScalarFieldContainer[str]
     action_names: _containers.RepeatedScalarFieldContainer[str]
     after_sequence: int
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, action_ids: _Optional[_Iterable[str]] = ..., action_names: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    states: _containers.RepeatedScalarFieldContainer[_action_pb2.ActionState]
+    def __init__(self, action_ids: _Optional[_Iterable[str]] = ..., action_names: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., states: _Optional[_Iterable[_Union[_action_pb2.ActionState, str]]] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
     __slots__ = ("event", "heartbeat", "end")

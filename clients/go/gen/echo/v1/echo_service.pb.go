@@ -324,8 +324,12 @@ type StreamRequest struct {
 	// How often to send a heartbeat when no event flows. Default 15s; the server
 	// clamps it to [1s, 5m].
 	HeartbeatInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Only events of these states, e.g. the final ones for a listener that waits
+	// for results. Empty: all. ACTION_STATE_UNSPECIFIED or an unknown value is
+	// refused with INVALID_ARGUMENT.
+	States        []ActionState `protobuf:"varint,5,rep,packed,name=states,proto3,enum=echo.v1.ActionState" json:"states,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamRequest) Reset() {
@@ -382,6 +386,13 @@ func (x *StreamRequest) GetAfterSequence() uint64 {
 func (x *StreamRequest) GetHeartbeatInterval() *durationpb.Duration {
 	if x != nil {
 		return x.HeartbeatInterval
+	}
+	return nil
+}
+
+func (x *StreamRequest) GetStates() []ActionState {
+	if x != nil {
+		return x.States
 	}
 	return nil
 }
@@ -1546,13 +1557,14 @@ const file_echo_v1_echo_service_proto_rawDesc = "" +
 	"\x13AssignStreamRequest\x12)\n" +
 	"\aactions\x18\x01 \x03(\v2\x0f.echo.v1.ActionR\aactions\"I\n" +
 	"\x14AssignStreamResponse\x121\n" +
-	"\aresults\x18\x01 \x03(\v2\x17.echo.v1.AssignResponseR\aresults\"\xda\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x17.echo.v1.AssignResponseR\aresults\"\x88\x02\n" +
 	"\rStreamRequest\x12\x1d\n" +
 	"\n" +
 	"action_ids\x18\x01 \x03(\tR\tactionIds\x12!\n" +
 	"\faction_names\x18\x02 \x03(\tR\vactionNames\x12*\n" +
 	"\x0eafter_sequence\x18\x03 \x01(\x04H\x00R\rafterSequence\x88\x01\x01\x12H\n" +
-	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatIntervalB\x11\n" +
+	"\x12heartbeat_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12,\n" +
+	"\x06states\x18\x05 \x03(\x0e2\x14.echo.v1.ActionStateR\x06statesB\x11\n" +
 	"\x0f_after_sequence\"\xa2\x01\n" +
 	"\x0eStreamResponse\x12,\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.echo.v1.ActionEventH\x00R\x05event\x122\n" +
@@ -1672,9 +1684,10 @@ var file_echo_v1_echo_service_proto_goTypes = []any{
 	(*ShutdownResponse)(nil),       // 23: echo.v1.ShutdownResponse
 	(*Action)(nil),                 // 24: echo.v1.Action
 	(*durationpb.Duration)(nil),    // 25: google.protobuf.Duration
-	(*ActionEvent)(nil),            // 26: echo.v1.ActionEvent
-	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
-	(*ActionSignature)(nil),        // 28: echo.v1.ActionSignature
+	(ActionState)(0),               // 26: echo.v1.ActionState
+	(*ActionEvent)(nil),            // 27: echo.v1.ActionEvent
+	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
+	(*ActionSignature)(nil),        // 29: echo.v1.ActionSignature
 }
 var file_echo_v1_echo_service_proto_depIdxs = []int32{
 	24, // 0: echo.v1.AssignRequest.action:type_name -> echo.v1.Action
@@ -1684,50 +1697,51 @@ var file_echo_v1_echo_service_proto_depIdxs = []int32{
 	24, // 4: echo.v1.AssignStreamRequest.actions:type_name -> echo.v1.Action
 	1,  // 5: echo.v1.AssignStreamResponse.results:type_name -> echo.v1.AssignResponse
 	25, // 6: echo.v1.StreamRequest.heartbeat_interval:type_name -> google.protobuf.Duration
-	26, // 7: echo.v1.StreamResponse.event:type_name -> echo.v1.ActionEvent
-	8,  // 8: echo.v1.StreamResponse.heartbeat:type_name -> echo.v1.Heartbeat
-	9,  // 9: echo.v1.StreamResponse.end:type_name -> echo.v1.StreamEnd
-	27, // 10: echo.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	0,  // 11: echo.v1.ConnectRequest.assign:type_name -> echo.v1.AssignRequest
-	18, // 12: echo.v1.ConnectRequest.cancel:type_name -> echo.v1.CancelRequest
-	6,  // 13: echo.v1.ConnectRequest.subscribe:type_name -> echo.v1.StreamRequest
-	11, // 14: echo.v1.ConnectRequest.ack:type_name -> echo.v1.Ack
-	1,  // 15: echo.v1.ConnectResponse.assigned:type_name -> echo.v1.AssignResponse
-	19, // 16: echo.v1.ConnectResponse.cancelled:type_name -> echo.v1.CancelResponse
-	26, // 17: echo.v1.ConnectResponse.event:type_name -> echo.v1.ActionEvent
-	14, // 18: echo.v1.ConnectResponse.error:type_name -> echo.v1.RequestError
-	8,  // 19: echo.v1.ConnectResponse.heartbeat:type_name -> echo.v1.Heartbeat
-	9,  // 20: echo.v1.ConnectResponse.end:type_name -> echo.v1.StreamEnd
-	13, // 21: echo.v1.ConnectResponse.subscribed:type_name -> echo.v1.Subscribed
-	15, // 22: echo.v1.RequestError.field_violations:type_name -> echo.v1.FieldViolation
-	25, // 23: echo.v1.RequestError.retry_delay:type_name -> google.protobuf.Duration
-	24, // 24: echo.v1.GetActionResponse.action:type_name -> echo.v1.Action
-	24, // 25: echo.v1.CancelResponse.action:type_name -> echo.v1.Action
-	28, // 26: echo.v1.ListSignaturesResponse.signatures:type_name -> echo.v1.ActionSignature
-	25, // 27: echo.v1.ShutdownRequest.grace:type_name -> google.protobuf.Duration
-	0,  // 28: echo.v1.EchoService.Assign:input_type -> echo.v1.AssignRequest
-	2,  // 29: echo.v1.EchoService.AssignMany:input_type -> echo.v1.AssignManyRequest
-	4,  // 30: echo.v1.EchoService.AssignStream:input_type -> echo.v1.AssignStreamRequest
-	6,  // 31: echo.v1.EchoService.Stream:input_type -> echo.v1.StreamRequest
-	10, // 32: echo.v1.EchoService.Connect:input_type -> echo.v1.ConnectRequest
-	16, // 33: echo.v1.EchoService.GetAction:input_type -> echo.v1.GetActionRequest
-	18, // 34: echo.v1.EchoService.Cancel:input_type -> echo.v1.CancelRequest
-	20, // 35: echo.v1.EchoService.ListSignatures:input_type -> echo.v1.ListSignaturesRequest
-	22, // 36: echo.v1.EchoService.Shutdown:input_type -> echo.v1.ShutdownRequest
-	1,  // 37: echo.v1.EchoService.Assign:output_type -> echo.v1.AssignResponse
-	3,  // 38: echo.v1.EchoService.AssignMany:output_type -> echo.v1.AssignManyResponse
-	5,  // 39: echo.v1.EchoService.AssignStream:output_type -> echo.v1.AssignStreamResponse
-	7,  // 40: echo.v1.EchoService.Stream:output_type -> echo.v1.StreamResponse
-	12, // 41: echo.v1.EchoService.Connect:output_type -> echo.v1.ConnectResponse
-	17, // 42: echo.v1.EchoService.GetAction:output_type -> echo.v1.GetActionResponse
-	19, // 43: echo.v1.EchoService.Cancel:output_type -> echo.v1.CancelResponse
-	21, // 44: echo.v1.EchoService.ListSignatures:output_type -> echo.v1.ListSignaturesResponse
-	23, // 45: echo.v1.EchoService.Shutdown:output_type -> echo.v1.ShutdownResponse
-	37, // [37:46] is the sub-list for method output_type
-	28, // [28:37] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	26, // 7: echo.v1.StreamRequest.states:type_name -> echo.v1.ActionState
+	27, // 8: echo.v1.StreamResponse.event:type_name -> echo.v1.ActionEvent
+	8,  // 9: echo.v1.StreamResponse.heartbeat:type_name -> echo.v1.Heartbeat
+	9,  // 10: echo.v1.StreamResponse.end:type_name -> echo.v1.StreamEnd
+	28, // 11: echo.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	0,  // 12: echo.v1.ConnectRequest.assign:type_name -> echo.v1.AssignRequest
+	18, // 13: echo.v1.ConnectRequest.cancel:type_name -> echo.v1.CancelRequest
+	6,  // 14: echo.v1.ConnectRequest.subscribe:type_name -> echo.v1.StreamRequest
+	11, // 15: echo.v1.ConnectRequest.ack:type_name -> echo.v1.Ack
+	1,  // 16: echo.v1.ConnectResponse.assigned:type_name -> echo.v1.AssignResponse
+	19, // 17: echo.v1.ConnectResponse.cancelled:type_name -> echo.v1.CancelResponse
+	27, // 18: echo.v1.ConnectResponse.event:type_name -> echo.v1.ActionEvent
+	14, // 19: echo.v1.ConnectResponse.error:type_name -> echo.v1.RequestError
+	8,  // 20: echo.v1.ConnectResponse.heartbeat:type_name -> echo.v1.Heartbeat
+	9,  // 21: echo.v1.ConnectResponse.end:type_name -> echo.v1.StreamEnd
+	13, // 22: echo.v1.ConnectResponse.subscribed:type_name -> echo.v1.Subscribed
+	15, // 23: echo.v1.RequestError.field_violations:type_name -> echo.v1.FieldViolation
+	25, // 24: echo.v1.RequestError.retry_delay:type_name -> google.protobuf.Duration
+	24, // 25: echo.v1.GetActionResponse.action:type_name -> echo.v1.Action
+	24, // 26: echo.v1.CancelResponse.action:type_name -> echo.v1.Action
+	29, // 27: echo.v1.ListSignaturesResponse.signatures:type_name -> echo.v1.ActionSignature
+	25, // 28: echo.v1.ShutdownRequest.grace:type_name -> google.protobuf.Duration
+	0,  // 29: echo.v1.EchoService.Assign:input_type -> echo.v1.AssignRequest
+	2,  // 30: echo.v1.EchoService.AssignMany:input_type -> echo.v1.AssignManyRequest
+	4,  // 31: echo.v1.EchoService.AssignStream:input_type -> echo.v1.AssignStreamRequest
+	6,  // 32: echo.v1.EchoService.Stream:input_type -> echo.v1.StreamRequest
+	10, // 33: echo.v1.EchoService.Connect:input_type -> echo.v1.ConnectRequest
+	16, // 34: echo.v1.EchoService.GetAction:input_type -> echo.v1.GetActionRequest
+	18, // 35: echo.v1.EchoService.Cancel:input_type -> echo.v1.CancelRequest
+	20, // 36: echo.v1.EchoService.ListSignatures:input_type -> echo.v1.ListSignaturesRequest
+	22, // 37: echo.v1.EchoService.Shutdown:input_type -> echo.v1.ShutdownRequest
+	1,  // 38: echo.v1.EchoService.Assign:output_type -> echo.v1.AssignResponse
+	3,  // 39: echo.v1.EchoService.AssignMany:output_type -> echo.v1.AssignManyResponse
+	5,  // 40: echo.v1.EchoService.AssignStream:output_type -> echo.v1.AssignStreamResponse
+	7,  // 41: echo.v1.EchoService.Stream:output_type -> echo.v1.StreamResponse
+	12, // 42: echo.v1.EchoService.Connect:output_type -> echo.v1.ConnectResponse
+	17, // 43: echo.v1.EchoService.GetAction:output_type -> echo.v1.GetActionResponse
+	19, // 44: echo.v1.EchoService.Cancel:output_type -> echo.v1.CancelResponse
+	21, // 45: echo.v1.EchoService.ListSignatures:output_type -> echo.v1.ListSignaturesResponse
+	23, // 46: echo.v1.EchoService.Shutdown:output_type -> echo.v1.ShutdownResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_echo_v1_echo_service_proto_init() }
