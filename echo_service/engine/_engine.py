@@ -857,11 +857,14 @@ class Engine:
         after: int | None = None,
         action_ids: Iterable[str] = frozenset(),
         names: Iterable[str] = frozenset(),
+        states: Iterable[State] = frozenset(),
         buffer: int = 1024,
         notify: Callable[[], None] | None = None,
     ) -> Subscription:
         """Events from now on (``after=None``), or every journaled event above
-        ``after`` and then live ones, with no gap and no duplicate.
+        ``after`` and then live ones, with no gap and no duplicate. Only
+        events of ``action_ids``, of ``names`` and in ``states`` pass (an empty
+        filter passes all).
 
         ``notify`` is called from any thread when events become available or
         the subscription ends; with it, a reader polls ``get(0)`` and runs
@@ -870,6 +873,7 @@ class Engine:
             after=after,
             action_ids=frozenset(action_ids),
             names=frozenset(names),
+            states=frozenset(states),
             buffer=buffer,
             replay=self._replay,
             on_close=self._drop_sub,
@@ -911,7 +915,7 @@ class Engine:
         subs = self._subs
         if not subs:
             return
-        if all(s.action_ids or s.names for s in subs):
+        if all(s.action_ids or s.names or s.states for s in subs):
             # Only what someone listens to is worth converting (a session
             # listens to its own few actions among everyone's).
             records = [r for r in records if any(s.matches(r) for s in subs)]

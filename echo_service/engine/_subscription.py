@@ -37,6 +37,7 @@ from typing import Protocol
 
 from echo_service import errors
 from echo_service.engine._model import ActionEvent
+from echo_service.store import State
 
 __all__ = ["Subscription"]
 
@@ -52,6 +53,9 @@ class _Addressed(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def state(self) -> State: ...
+
 
 Notify = Callable[[], None]
 
@@ -65,6 +69,7 @@ class Subscription:
         after: int | None,
         action_ids: frozenset[str],
         names: frozenset[str],
+        states: frozenset[State] = frozenset(),
         buffer: int,
         replay: Callable[[int, int, frozenset[str], frozenset[str]], list[ActionEvent]],
         on_close: Callable[[Subscription], None],
@@ -76,6 +81,7 @@ class Subscription:
         # unlocked read in ``matches`` sees one consistent set.
         self.action_ids = action_ids
         self.names = names
+        self.states = states
         self._capacity = buffer
         self._replay_page = replay
         self._on_close = on_close
@@ -102,8 +108,10 @@ class Subscription:
     def matches(self, event: _Addressed) -> bool:
         """Whether the filter lets ``event`` (or a journal record) through."""
         ids = self.action_ids
-        return (not ids or event.action_id in ids) and (
-            not self.names or event.name in self.names
+        return (
+            (not ids or event.action_id in ids)
+            and (not self.names or event.name in self.names)
+            and (not self.states or event.state in self.states)
         )
 
     def add_action_ids(self, action_ids: Iterable[str]) -> None:
@@ -177,7 +185,13 @@ class Subscription:
             with self._cond:
                 self._filling = False
         with self._cond:
-            fresh = [e for e in page if e.sequence > self._last]
+            # The journal filters ids and names; states are filtered here.
+            states = self.states
+            fresh = [
+                e
+                for e in page
+                if e.sequence > self._last and (not states or e.state in states)
+            ]
             self._replayed.extend(fresh)
             if page:
                 self._read_to = max(self._read_to, page[-1].sequence)
