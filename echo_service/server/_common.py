@@ -9,8 +9,12 @@ import grpc.aio
 
 from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
 from echo_service.errors import FieldViolation, InvalidArgument, OutOfRange
-from echo_service.server._convert import action_to_proto, timestamp
-from echo_service.server._feed import Feed, open_feed
+from echo_service.server._convert import (
+    STATES_FROM_PROTO,
+    action_to_proto,
+    timestamp,
+)
+from echo_service.server._feed import Feed, StreamFilter, open_feed
 from echo_service.server._runtime import Runtime
 from echo_service.telemetry import current_traceparent
 
@@ -101,9 +105,9 @@ def heartbeat_interval(
     )
 
 
-def stream_filters(
-    request: echo_service_pb2.StreamRequest, path: str
-) -> tuple[frozenset[str], frozenset[str]]:
+def stream_filters(request: echo_service_pb2.StreamRequest, path: str) -> StreamFilter:
+    """The request's filters, checked: no empty entry, no unknown state, and
+    a bounded count of each."""
     violations = []
     for name in ("action_ids", "action_names"):
         values = getattr(request, name)
@@ -116,9 +120,22 @@ def stream_filters(
         for i, value in enumerate(values):
             if not value:
                 violations.append(FieldViolation(_join(path, f"{name}[{i}]"), "empty"))
+    states = []
+    for i, value in enumerate(request.states):
+        state = STATES_FROM_PROTO.get(value)
+        if state is None:
+            violations.append(
+                FieldViolation(_join(path, f"states[{i}]"), f"not a state: {value}")
+            )
+        else:
+            states.append(state)
     if violations:
         raise InvalidArgument("bad stream filter", violations)
-    return frozenset(request.action_ids), frozenset(request.action_names)
+    return StreamFilter(
+        frozenset(request.action_ids),
+        frozenset(request.action_names),
+        frozenset(states),
+    )
 
 
 def require_id(action_id: str, field: str) -> None:
@@ -190,8 +207,7 @@ async def subscribe(
     rt: Runtime,
     *,
     after: int | None,
-    ids: frozenset[str],
-    names: frozenset[str],
+    only: StreamFilter,
 ) -> tuple[Feed, int]:
     """Open a feed and tell from which sequence on it is complete.
 
@@ -204,8 +220,7 @@ async def subscribe(
     feed = await open_feed(
         rt.engine,
         after=start,
-        action_ids=ids,
-        names=names,
+        only=only,
         buffer=rt.config.stream_buffer,
         run_blocking=rt.blocking,
     )

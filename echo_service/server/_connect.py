@@ -61,7 +61,7 @@ from echo_service.server._common import (
     stream_filters,
     subscribe,
 )
-from echo_service.server._feed import CLOSED, Feed
+from echo_service.server._feed import CLOSED, Feed, StreamFilter
 from echo_service.server._runtime import Runtime
 from echo_service.server._status import problem_for, request_error
 
@@ -401,9 +401,9 @@ class Session:
                     retry_after=_RETRY_LATER,
                 )
             interval = heartbeat_interval(request, self._rt, "subscribe")
-            ids, names = stream_filters(request, "subscribe")
+            only = stream_filters(request, "subscribe")
             after = await resume_point(request, self._rt, "subscribe")
-            feed, start = await subscribe(self._rt, after=after, ids=ids, names=names)
+            feed, start = await subscribe(self._rt, after=after, only=only)
         except Exception as exc:
             self._error(rid, exc, "subscribe")
             self._active.discard(rid)
@@ -431,7 +431,7 @@ class Session:
         async with self._own_opening:
             if self._own is None:
                 feed, _ = await subscribe(
-                    self._rt, after=None, ids=self._own_ids, names=frozenset()
+                    self._rt, after=None, only=StreamFilter(self._own_ids)
                 )
                 self._own = feed
                 self._spawn(self._forward_own(), forwarder=True)
@@ -468,8 +468,7 @@ class Session:
                 self._own, _ = await subscribe(
                     self._rt,
                     after=exc.last_sequence,
-                    ids=self._own_ids,
-                    names=frozenset(),
+                    only=StreamFilter(self._own_ids),
                 )
                 continue
             except errors.Unavailable:
@@ -509,9 +508,7 @@ class Session:
     async def _resubscribe(self, feed: Feed, last_sequence: int) -> Feed:
         """A feed fell behind: replay it from the journal where it stopped."""
         await feed.aclose()
-        fresh, _ = await subscribe(
-            self._rt, after=last_sequence, ids=feed.action_ids, names=feed.names
-        )
+        fresh, _ = await subscribe(self._rt, after=last_sequence, only=feed.only)
         return fresh
 
     # -- heartbeats and shutdown ------------------------------------------------

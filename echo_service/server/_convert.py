@@ -50,6 +50,7 @@ from echo_service.engine import (
 from echo_service.errors import FieldViolation, InvalidArgument
 
 __all__ = [
+    "STATES_FROM_PROTO",
     "EventMessages",
     "Limits",
     "action_to_proto",
@@ -412,6 +413,8 @@ _STATES: dict[State, action_pb2.ActionState] = {
     )
     for s in State
 }
+STATES_FROM_PROTO: dict[int, State] = {v: s for s, v in _STATES.items()}
+"""A contract state number to the engine's state (UNSPECIFIED is absent)."""
 _KINDS: dict[ErrorKind, action_pb2.ErrorKind] = {
     k: cast(action_pb2.ErrorKind, action_pb2.ErrorKind.Value(f"ERROR_KIND_{k.name}"))
     for k in ErrorKind

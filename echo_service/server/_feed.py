@@ -30,12 +30,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from echo_service import errors
-from echo_service.engine import ActionEvent
+from echo_service.engine import ActionEvent, State
 
-__all__ = ["CLOSED", "TIMEOUT", "Feed", "open_feed"]
+__all__ = ["CLOSED", "TIMEOUT", "Feed", "StreamFilter", "open_feed"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +58,20 @@ Item = ActionEvent | _Marker
 RunBlocking = Callable[..., Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class StreamFilter:
+    """Which events a feed passes; an empty field passes all."""
+
+    action_ids: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+    states: frozenset[State] = frozenset()
+
+
 async def open_feed(
     engine: Any,
     *,
     after: int | None,
-    action_ids: frozenset[str] = frozenset(),
-    names: frozenset[str] = frozenset(),
+    only: StreamFilter = StreamFilter(),
     buffer: int,
     window: int = 256,
     run_blocking: RunBlocking,
@@ -73,17 +82,12 @@ async def open_feed(
     the feed reads replay pages with it. Subscribing itself does not block.
     """
     loop = asyncio.get_running_loop()
-    feed = Feed(
-        loop,
-        window=window,
-        action_ids=action_ids,
-        names=names,
-        run_blocking=run_blocking,
-    )
+    feed = Feed(loop, window=window, only=only, run_blocking=run_blocking)
     subscription = engine.subscribe(
         after=after,
-        action_ids=action_ids,
-        names=names,
+        action_ids=only.action_ids,
+        names=only.names,
+        states=only.states,
         buffer=buffer,
         notify=feed.notify,
     )
@@ -99,12 +103,10 @@ class Feed:
         loop: asyncio.AbstractEventLoop,
         *,
         window: int,
-        action_ids: frozenset[str] = frozenset(),
-        names: frozenset[str] = frozenset(),
+        only: StreamFilter = StreamFilter(),
         run_blocking: RunBlocking,
     ) -> None:
-        self.action_ids = action_ids
-        self.names = names
+        self.only = only
         self._loop = loop
         self._window = window
         self._run_blocking = run_blocking

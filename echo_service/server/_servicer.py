@@ -314,13 +314,13 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
         rt = self._rt
         try:
             interval = heartbeat_interval(request, rt, "")
-            ids, names = stream_filters(request, "")
+            only = stream_filters(request, "")
             if rt.closing:
                 raise errors.Unavailable(
                     "the server is shutting down", retry_after=_RETRY_WHILE_STOPPING
                 )
             after = await resume_point(request, rt, "")
-            feed, start = await subscribe(rt, after=after, ids=ids, names=names)
+            feed, start = await subscribe(rt, after=after, only=only)
         except Exception as exc:
             await self._fail(context, exc, "Stream")
         rt.open_stream(feed)

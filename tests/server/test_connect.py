@@ -21,7 +21,11 @@ from echo_client import (
     UnavailableError,
 )
 
-from echo_service._proto.echo.v1 import action_pb2, echo_service_pb2
+from echo_service._proto.echo.v1 import (
+    action_pb2,
+    echo_service_pb2,
+    echo_service_pb2_grpc,
+)
 from echo_service.server import EchoServer
 from echo_service.server._servicer import EchoServicer
 from tests.conftest import WAIT, Gates
@@ -368,3 +372,33 @@ def test_events_released_by_a_late_answer_wait_behind_the_window(
         session.ack(events[-1])
         rest = _until(session, _finished(rid))
         assert [m.event.state for m in rest if m.event][-1] is State.SUCCEEDED
+
+
+def test_a_session_subscription_with_a_state_filter_gets_only_those_states(
+    server: EchoServer, client: Client
+) -> None:
+    done = threading.Event()
+
+    def requests() -> Iterator[echo_service_pb2.ConnectRequest]:
+        yield echo_service_pb2.ConnectRequest(
+            request_id="finals",
+            subscribe=echo_service_pb2.StreamRequest(
+                after_sequence=0, states=[action_pb2.ACTION_STATE_SUCCEEDED]
+            ),
+        )
+        done.wait(WAIT)
+
+    action_id = client.assign("Add", 3, 4).action.id
+    with grpc.insecure_channel(server.address) as channel:
+        call = echo_service_pb2_grpc.EchoServiceStub(channel).Connect(
+            requests(), timeout=WAIT
+        )
+        assert next(call).WhichOneof("kind") == "subscribed"
+        message = next(call)
+        assert message.request_id == "finals"
+        assert (message.event.action_id, message.event.state) == (
+            action_id,
+            action_pb2.ACTION_STATE_SUCCEEDED,
+        )
+        call.cancel()
+        done.set()

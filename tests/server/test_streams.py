@@ -163,6 +163,46 @@ def test_filters_select_by_id_and_by_name(
     by_id.cancel()
 
 
+_FINAL = [
+    action_pb2.ACTION_STATE_SUCCEEDED,
+    action_pb2.ACTION_STATE_FAILED,
+    action_pb2.ACTION_STATE_CANCELLED,
+]
+
+
+def test_a_state_filter_passes_only_those_states_replayed_and_live(
+    client: Client, stub: echo_service_pb2_grpc.EchoServiceStub
+) -> None:
+    before = _finish(client, "Add", 1, 1)
+    finals = stub.Stream(_request(after_sequence=0, states=_FINAL), timeout=WAIT)
+    assert _kinds(finals, 1) == ["heartbeat"]
+    replayed = next(finals).event
+    assert (replayed.action_id, replayed.state) == (
+        before,
+        action_pb2.ACTION_STATE_SUCCEEDED,
+    )
+    after = _finish(client, "Add", 2, 2)
+    live = next(finals).event
+    assert (live.action_id, live.state) == (after, action_pb2.ACTION_STATE_SUCCEEDED)
+    finals.cancel()
+
+
+@pytest.mark.parametrize(
+    ("states", "field"),
+    [
+        ([action_pb2.ACTION_STATE_UNSPECIFIED], "states[0]"),
+        ([action_pb2.ACTION_STATE_SUCCEEDED, 99], "states[1]"),
+    ],
+)
+def test_an_unknown_state_in_the_filter_is_invalid_and_named(
+    stub: echo_service_pb2_grpc.EchoServiceStub, states: list[int], field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        next(stub.Stream(_request(states=states), timeout=WAIT))
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in _violations(raised.value)
+
+
 def test_an_idle_stream_gets_heartbeats_at_the_asked_interval(
     stub: echo_service_pb2_grpc.EchoServiceStub,
 ) -> None:
