@@ -223,6 +223,14 @@ def _signature_problems(sig: ActionSignature) -> list[str]:
     for p in sig.inputs:
         if p.type.type is ValueType.NONE:
             problems.append(f"{sig.name}: input {p.name!r} cannot be of type none")
+        limit = p.max_bytes
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            problems.append(
+                f"{sig.name}: input {p.name!r} max_bytes must be a whole number "
+                f"of bytes, at least 0, not {limit!r}"
+            )
     return problems
 
 

@@ -6,11 +6,16 @@ from declared types to Python values is strict where the contract is: an
 integer stays an ``int`` (``bool`` is not one), and an ``int`` given for a
 DOUBLE becomes a ``float`` here, once, so a handler always sees the type it
 declared.
+
+Sizes are counted as the contract sends a value (``encoded_size``), so a
+parameter's ``max_bytes`` and the engine's result limit mean the bytes a
+client would receive, not the size of a Python object.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +30,8 @@ __all__ = [
     "ValueType",
     "check_args",
     "check_value",
+    "encoded_size",
+    "size_over",
 ]
 
 INT64_MIN = -(2**63)
@@ -72,9 +79,19 @@ class PackedMessage:
 
 @dataclass(frozen=True, slots=True)
 class Parameter:
+    """One positional input.
+
+    Attributes:
+        max_bytes: the largest ``encoded_size`` an argument may have (for a
+            string its UTF-8 length, for bytes their count); a larger one is
+            refused at assign with a field violation. None: no limit beyond
+            the server's message size.
+    """
+
     name: str
     type: TypeRef
     description: str = ""
+    max_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,12 +161,84 @@ def check_args(
     violations: list[FieldViolation] = []
     for i, (param, value) in enumerate(zip(signature.inputs, args, strict=True)):
         converted, problem = check_value(param.type, value)
+        if problem is None and param.max_bytes is not None:
+            size = size_over(param.type, converted, param.max_bytes)
+            if size is not None:
+                problem = f"{size} bytes, more than the limit of {param.max_bytes}"
         if problem is not None:
             violations.append(FieldViolation(f"args[{i}]", f"{param.name}: {problem}"))
         out.append(converted)
     if violations:
         raise InvalidArgument(f"bad arguments for {signature.name}", violations)
     return tuple(out)
+
+
+_WIRE_JSON = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":")
+)
+"""JSON as it goes out in a ``json_value``: compact and not ASCII-escaped."""
+_WIDE = {bool: 1, int: 10, float: 8}
+"""Most bytes a scalar takes on the wire (a varint is at most 10)."""
+
+
+def encoded_size(ref: TypeRef, value: object) -> int:
+    """Bytes ``value`` takes in the contract's Value when its type is ``ref``.
+
+    A string counts its UTF-8 bytes, bytes their length, a JSON value (and
+    anything a JSON output returns) its compact JSON text, a packed message
+    its type URL and body, a scalar its widest encoding. Tags and length
+    prefixes (a few bytes a value) are left out: limits keep room for them.
+    ``value`` must already pass ``check_value``.
+    """
+    if ref.type is ValueType.NONE or value is None:
+        return 0
+    if ref.type is ValueType.JSON:
+        return _json_size(value)
+    if isinstance(value, str):
+        return _utf8_size(value)
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    if isinstance(value, PackedMessage):
+        return _utf8_size(value.type_url) + len(value.value)
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return len(str(value))  # sent as JSON text to keep every digit
+    wide = _WIDE.get(type(value))
+    return wide if wide is not None else _json_size(value)
+
+
+def size_over(ref: TypeRef, value: object, limit: int) -> int | None:
+    """``encoded_size(ref, value)`` when it exceeds ``limit``, else None.
+
+    A string is measured only when its length alone cannot decide: a code
+    point takes one to four UTF-8 bytes, so most strings are settled without
+    encoding them.
+    """
+    if isinstance(value, str) and ref.type is not ValueType.JSON:
+        if 4 * len(value) <= limit:
+            return None
+        if len(value) > limit:
+            return _utf8_size(value)
+    size = encoded_size(ref, value)
+    return size if size > limit else None
+
+
+def _utf8_size(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    # surrogatepass: a lone surrogate is measured, not raised on; the wire
+    # refuses it later anyway.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _json_size(value: object) -> int:
+    try:
+        return _utf8_size(_WIRE_JSON.encode(value))
+    except (TypeError, ValueError):
+        # Not JSON after all (a checked ANY never gets here); it goes out as
+        # its text.
+        return _utf8_size(json.dumps(str(value), ensure_ascii=False))
 
 
 _MAX_DEPTH = 64
