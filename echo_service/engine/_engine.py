@@ -193,6 +193,7 @@ class Engine:
         key_retention: timedelta = timedelta(hours=24),
         purge_interval: timedelta = timedelta(minutes=10),
         lease: timedelta = timedelta(seconds=30),
+        max_result_bytes: int | None = None,
     ) -> None:
         """
         Args:
@@ -219,6 +220,11 @@ class Engine:
                 replica that stops renewing (died, or paused longer than
                 this) gives its work to the others after at most ``lease``.
                 Unused with a single-node journal, whose claims never expire.
+            max_result_bytes: the largest result an attempt may return, in
+                bytes as the contract encodes it; a larger one fails the
+                action at once (kind INVALID_RESULT, type ResultTooLarge),
+                so no event is journaled that could not be sent. None: no
+                limit.
 
         Raises:
             ValueError: a retry policy, duration or interval that cannot work.
@@ -233,6 +239,10 @@ class Engine:
         ):
             if value <= timedelta(0):
                 raise ValueError(f"{option} must be positive, not {value}")
+        if max_result_bytes is not None and max_result_bytes < 0:
+            raise ValueError(
+                f"max_result_bytes must not be negative, not {max_result_bytes}"
+            )
         self._plan = plan
         self._store = store
         self._workers = workers
@@ -311,6 +321,7 @@ class Engine:
             cache=ContextCache(),
             tracer=self._tracer,
             metrics=self._metrics,
+            max_result_bytes=max_result_bytes,
         )
         store.add_listener(self._on_events)
 

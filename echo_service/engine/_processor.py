@@ -15,6 +15,13 @@ timer fires, the attempt is recorded as timed out however it ends, but a
 function that ignores the token keeps its worker thread busy until it
 returns. The executor copes by stealing: the busy worker's queued tasks are
 taken by the others, so one stuck handler costs one thread, not a queue.
+
+Everything an attempt journals must fit the messages that carry it later:
+a result larger than ``max_result_bytes`` fails the attempt (kind
+INVALID_RESULT, type ``ResultTooLarge``), and error and progress texts are
+cut to ``_MAX_TEXT`` characters. A result that does not fit its output type,
+or is too large, is a property of the handler, not of the moment, so it is
+never retried.
 """
 
 from __future__ import annotations
@@ -58,12 +65,17 @@ from echo_service.engine._model import (
 )
 from echo_service.engine._plan import Hook, Plan
 from echo_service.engine._retry import next_retry
-from echo_service.engine._values import check_value
+from echo_service.engine._values import check_value, size_over
 from echo_service.store import ActionRecord, State, Transition
 
 __all__ = ["ActionProcessor", "Journal", "Run"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_TEXT = 16 * 1024
+"""Characters kept of an error's message and details and of a progress
+note (at most 64 KiB each as UTF-8): a handler's text must not make its
+event too large to send."""
 
 
 @dataclass(eq=False, slots=True)
@@ -140,7 +152,10 @@ class ActionProcessor:
         cache: ContextCache,
         tracer: trace.Tracer,
         metrics: Metrics,
+        max_result_bytes: int | None = None,
     ) -> None:
+        """``max_result_bytes``: the largest result (as ``encoded_size``
+        counts it) an attempt may return; None: no limit."""
         self._plan = plan
         self._journal = journal
         self._clock = clock
@@ -150,6 +165,7 @@ class ActionProcessor:
         self._cache = cache
         self._tracer = tracer
         self._metrics = metrics
+        self._max_result = max_result_bytes
         # Action spans stay open from an action's first attempt to its end,
         # across retries; _spans_lock guards the table.
         self._spans: dict[str, Span] = {}
@@ -320,12 +336,7 @@ class ActionProcessor:
         options = stored.spec.options
         policy = options.retry_policy or self._default_retry
         delay = None
-        if failure.error.kind in (
-            ErrorKind.HANDLER,
-            ErrorKind.TIMEOUT,
-            ErrorKind.HOOK,
-            ErrorKind.INVALID_RESULT,
-        ):
+        if failure.error.kind in (ErrorKind.HANDLER, ErrorKind.TIMEOUT, ErrorKind.HOOK):
             delay = next_retry(policy, attempt, failure.error, failure.retry_delay)
         due = None if delay is None else self._clock.now() + delay.total_seconds()
         if due is not None and deadline is not None and due >= deadline:
@@ -418,8 +429,22 @@ class ActionProcessor:
             return None, _failure(exc, ErrorKind.HANDLER), True
         checked, problem = check_value(output, result)
         if problem is not None:
-            error = ActionErrorInfo("InvalidResult", problem, ErrorKind.INVALID_RESULT)
+            error = ActionErrorInfo(
+                "InvalidResult", problem, ErrorKind.INVALID_RESULT, non_retryable=True
+            )
             return result, _Failure(error), True
+        limit = self._max_result
+        if limit is not None:
+            size = size_over(output, checked, limit)
+            if size is not None:
+                error = ActionErrorInfo(
+                    "ResultTooLarge",
+                    f"the result takes {size} bytes, more than the limit of "
+                    f"{limit} bytes",
+                    ErrorKind.INVALID_RESULT,
+                    non_retryable=True,
+                )
+                return checked, _Failure(error), True
         return checked, None, True
 
     def _token_verdict(
@@ -584,7 +609,8 @@ class ActionProcessor:
                     run.id,
                     State.PROGRESS,
                     event_payload=encode_event(
-                        trace_id=trace_id, progress=Progress(fraction, message)
+                        trace_id=trace_id,
+                        progress=Progress(fraction, _clip(message)),
                     ),
                 )
             ]
@@ -698,8 +724,18 @@ def _failure(exc: BaseException, kind: ErrorKind) -> _Failure:
         shown = exc.__cause__
     details = "".join(traceback.format_exception_only(type(shown), shown)).strip()
     return _Failure(
-        ActionErrorInfo(type(shown).__name__, str(shown), kind, details=details), exc
+        ActionErrorInfo(
+            type(shown).__name__, _clip(str(shown)), kind, details=_clip(details)
+        ),
+        exc,
     )
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to ``_MAX_TEXT`` characters, saying how much was left out."""
+    if len(text) <= _MAX_TEXT:
+        return text
+    return f"{text[:_MAX_TEXT]}... ({len(text) - _MAX_TEXT} more characters)"
 
 
 def _end_with_error(span: Span, failure: _Failure) -> None:

@@ -61,7 +61,9 @@ __all__ = ["SERVICE_NAME", "EchoServer", "build_server"]
 logger = logging.getLogger(__name__)
 
 _ANSWER_HEADROOM = 1024 * 1024
-"""Bytes an answer may exceed the request limit by: ids, states, times."""
+"""Bytes an answer may exceed the request limit by: ids, states, times.
+It is also the room an event's fields other than its result need, so the
+engine's result limit is the request limit itself."""
 
 T = TypeVar("T")
 
@@ -117,6 +119,7 @@ def build_server(
             retention=config.retention,
             key_retention=config.key_retention,
             lease=config.lease,
+            max_result_bytes=config.max_message_bytes,
         )
     except BaseException:
         if owns_store:

@@ -141,29 +141,38 @@ def _big_plan() -> PlanBuilder:
     return builder
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a result larger than max_message_bytes is journaled as a success; "
-        "GetAction and every Stream that reaches its event then end "
-        "RESOURCE_EXHAUSTED ('Sent message larger than max'). The fix belongs "
-        "where results are made (the engine's processor: fail the attempt "
-        "non-retryably with a size error) or converted (the servicer)"
-    ),
-)
 def test_an_oversize_result_fails_the_action_and_streams_go_on(
     make_server: Callable[..., EchoServer],
 ) -> None:
-    server = make_server(plan=_big_plan().build(), max_message_bytes=1 << 20)
+    limit = 1 << 20
+    server = make_server(plan=_big_plan().build(), max_message_bytes=limit)
     with Client(server.address, timeout=WAIT_TD) as client:
-        assigned = client.assign("Big", 2 << 20)
-        done = client.wait(assigned.action.id, timeout=WAIT_TD)
+        too_big = client.assign("Big", limit + 1)
+        done = client.wait(too_big.action.id, timeout=WAIT_TD)
         assert done.state is State.FAILED
-        events = client.stream(after=0, reconnect=False, timeout=timedelta(seconds=2))
-        states: list[State] = []
-        with pytest.raises(Exception, match="DEADLINE"):
-            states.extend(event.state for event in events)
-        assert State.FAILED in states
+        assert done.error is not None
+        assert (done.error.type, done.error.kind) == (
+            "ResultTooLarge",
+            "invalid_result",
+        )
+        assert done.error.non_retryable
+        assert done.attempt == 1
+        assert client.get(too_big.action.id).state is State.FAILED
+
+        at_limit = client.assign("Big", limit)
+        assert client.wait(at_limit.action.id).result == "z" * limit
+        assert client.get(at_limit.action.id).result == "z" * limit
+
+        # A stream replaying the journal passes the failure and reaches the
+        # success after it, instead of ending RESOURCE_EXHAUSTED.
+        seen: list[tuple[str, State]] = []
+        with client.stream(after=0, reconnect=False, timeout=WAIT_TD) as events:
+            for event in events:
+                seen.append((event.action_id, event.state))
+                if event.action_id == at_limit.action.id and event.state.finished:
+                    break
+        assert (too_big.action.id, State.FAILED) in seen
+        assert seen[-1] == (at_limit.action.id, State.SUCCEEDED)
 
 
 def test_a_full_queue_answers_resource_exhausted_with_a_retry_delay(
