@@ -44,7 +44,9 @@ def file_plan(
             as the journal's data directory.
         max_read_bytes: ``Read`` fails for larger files. ``Hash`` streams and
             has no limit.
-        max_write_bytes: ``Write`` fails for larger content.
+        max_write_bytes: ``Write`` content larger than this (as UTF-8) is
+            refused at assign with a field violation on ``args[1]``, so it
+            is never journaled; the sandbox checks it again when it writes.
     """
     box = Sandbox(
         root,
@@ -69,7 +71,12 @@ def file_plan(
         return box.hash(path, cancelled=lambda: ctx.cancellation.cancelled)
 
     string, json = TypeRef(ValueType.STRING), TypeRef(ValueType.JSON)
-    content = Parameter("content", string, "UTF-8 text")
+    content = Parameter(
+        "content",
+        string,
+        f"UTF-8 text, at most {max_write_bytes} bytes",
+        max_bytes=max_write_bytes,
+    )
     builder = PlanBuilder()
     for signature, handler in (
         (

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from echo_client import Client, State
+from echo_client import ActionRequest, Client, InvalidArgumentError, State
 
 from echo_service.plans import file_plan
 from echo_service.server import EchoServer
@@ -99,3 +99,59 @@ def test_an_oversize_read_fails_clearly(files: Client, root: Path) -> None:
     assert done.error is not None
     assert done.error.type == "FileTooLargeError"
     assert "read limit of 64 bytes" in done.error.message
+
+
+@pytest.fixture
+def small_writes(
+    make_server: Callable[..., EchoServer], root: Path
+) -> Iterator[tuple[EchoServer, Client]]:
+    server = make_server(plan=file_plan(root, max_write_bytes=8))
+    with Client(server.address, timeout=WAIT_TD) as client:
+        yield server, client
+
+
+def test_the_write_limit_is_stated_in_the_signature(
+    small_writes: tuple[EchoServer, Client],
+) -> None:
+    _, client = small_writes
+    [write] = [s for s in client.list_signatures() if s.name == "Write"]
+    assert write.inputs[1].name == "content"
+    assert "at most 8 bytes" in write.inputs[1].description
+
+
+@pytest.mark.parametrize("content", ["123456789", "ééééé"])  # 9 and 10 bytes
+def test_an_oversize_write_is_refused_at_assign_naming_the_content(
+    small_writes: tuple[EchoServer, Client], root: Path, content: str
+) -> None:
+    server, client = small_writes
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.assign("Write", "big.txt", content)
+    assert [v.field for v in refused.value.field_violations] == ["action.args[1]"]
+    [violation] = refused.value.field_violations
+    assert violation.description.startswith("content: ")
+    assert "more than the limit of 8" in violation.description
+    assert server.store.last_sequence() == 0
+    assert not (root / "big.txt").exists()
+
+
+def test_an_oversize_write_in_a_batch_refuses_the_whole_batch(
+    small_writes: tuple[EchoServer, Client],
+) -> None:
+    server, client = small_writes
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.assign_many(
+            [
+                ActionRequest("Write", ("a.txt", "fine")),
+                ActionRequest("Write", ("b.txt", "far too long")),
+            ]
+        )
+    assert [v.field for v in refused.value.field_violations] == ["actions[1].args[1]"]
+    assert server.store.last_sequence() == 0
+
+
+def test_a_write_at_the_limit_in_utf8_bytes_is_accepted_and_written(
+    small_writes: tuple[EchoServer, Client], root: Path
+) -> None:
+    _, client = small_writes
+    assert _run(client, "Write", "edge.txt", "éééé") == 8
+    assert (root / "edge.txt").read_text() == "éééé"
