@@ -23,6 +23,7 @@ __all__ = [
     "Deadline",
     "call_metadata",
     "channel_options",
+    "unary_timeout",
 ]
 
 DEFAULT_TARGET = "localhost:50051"
@@ -48,6 +49,13 @@ def call_metadata(
     return [*base, *extra, *((k.lower(), v) for k, v in carrier.items())]
 
 
+def unary_timeout(timeout: timedelta | None, default: timedelta | None) -> float | None:
+    """Seconds a unary call may take: its own timeout, else the client's
+    default; None sends no deadline at all."""
+    chosen = timeout if timeout is not None else default
+    return None if chosen is None else chosen.total_seconds()
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", max_message_bytes),
@@ -71,6 +79,11 @@ class Deadline:
         if self._end is None:
             return None
         return max(0.001, self._end - time.monotonic())
+
+    def left(self) -> timedelta | None:
+        """``remaining`` as the timeout of one call inside the operation."""
+        seconds = self.remaining()
+        return None if seconds is None else timedelta(seconds=seconds)
 
     @property
     def expired(self) -> bool:
