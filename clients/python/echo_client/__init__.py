@@ -10,14 +10,9 @@ the ``EchoError`` subclass of their status code.
 """
 
 from echo_client._aio import AsyncClient, AsyncEventStream, AsyncSession
+from echo_client._answers import SessionMessage, ShutdownReport
 from echo_client._call import DEFAULT_TARGET, Backoff
-from echo_client._client import (
-    Client,
-    EventStream,
-    Session,
-    SessionMessage,
-    ShutdownReport,
-)
+from echo_client._client import Client, EventStream, Session
 from echo_client._errors import (
     CallCancelledError,
     DeadlineExceededError,

@@ -8,35 +8,35 @@
 
 A channel belongs to the event loop it was made on: make the client inside
 the loop that uses it.
+
+As in ``_client``, only the I/O lives here; requests, answers, errors and an
+event stream's reconnect decisions come from the modules both clients share.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
+from echo_client import _answers as answers
+from echo_client import _requests as requests
+from echo_client import _unary as unary
+from echo_client._answers import SessionMessage, ShutdownReport
 from echo_client._call import (
     DEFAULT_TARGET,
-    RETRYABLE_STREAM_CODES,
     Backoff,
     Deadline,
     call_metadata,
     channel_options,
+    unary_timeout,
 )
-from echo_client._client import (
-    SessionMessage,
-    ShutdownReport,
-    single_action,
-    stream_request,
-)
-from echo_client._errors import EchoError, error_from_rpc
+from echo_client._cursor import Reopen, Step, StreamCursor
+from echo_client._errors import error_from_rpc
 from echo_client._proto.echo.v1 import (
     action_pb2,
     echo_service_pb2,
@@ -49,17 +49,13 @@ from echo_client._types import (
     Event,
     Options,
     Signature,
-    StreamEnd,
-    requests_to_proto,
 )
 
 __all__ = ["AsyncClient", "AsyncEventStream", "AsyncSession"]
 
 _MIB = 1 << 20
 
-
-def _seconds(timeout: timedelta | None) -> float | None:
-    return None if timeout is None else timeout.total_seconds()
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -98,25 +94,17 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _unary(
-        self,
-        method: Any,
-        request: Any,
-        timeout: timedelta | None,
-        deadline: Deadline | None = None,
-        extra: Sequence[tuple[str, str]] = (),
-    ) -> Any:
-        seconds = (
-            deadline.remaining()
-            if deadline is not None
-            else _seconds(timeout if timeout is not None else self._timeout)
-        )
+    async def _run(self, call: unary.UnaryCall[T], timeout: timedelta | None) -> T:
+        method = getattr(self._stub, call.method)
         try:
-            return await method(
-                request, timeout=seconds, metadata=call_metadata(self._metadata, extra)
+            response = await method(
+                call.request,
+                timeout=unary_timeout(timeout, self._timeout),
+                metadata=call_metadata(self._metadata, call.metadata),
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from exc
+        return call.answer(response)
 
     async def assign(
         self,
@@ -126,12 +114,7 @@ class AsyncClient:
         metadata: dict[str, str] | None = None,
         timeout: timedelta | None = None,
     ) -> Assigned:
-        request = echo_service_pb2.AssignRequest(
-            action=single_action(name, args, options, metadata)
-        )
-        return Assigned.from_proto(
-            await self._unary(self._stub.Assign, request, timeout)
-        )
+        return await self._run(unary.assign(name, args, options, metadata), timeout)
 
     async def assign_many(
         self,
@@ -139,9 +122,7 @@ class AsyncClient:
         *,
         timeout: timedelta | None = None,
     ) -> list[Assigned]:
-        request = echo_service_pb2.AssignManyRequest(actions=requests_to_proto(actions))
-        response = await self._unary(self._stub.AssignMany, request, timeout)
-        return [Assigned.from_proto(r) for r in response.results]
+        return await self._run(unary.assign_many(actions), timeout)
 
     async def assign_stream(
         self,
@@ -150,33 +131,20 @@ class AsyncClient:
         chunk: int = 256,
         timeout: timedelta | None = None,
     ) -> list[Assigned]:
-        protos = requests_to_proto(actions)
-        messages = [
-            echo_service_pb2.AssignStreamRequest(actions=protos[i : i + chunk])
-            for i in range(0, len(protos), chunk)
-        ]
-        response = await self._unary(self._stub.AssignStream, iter(messages), timeout)
-        return [Assigned.from_proto(r) for r in response.results]
+        return await self._run(unary.assign_stream(actions, chunk), timeout)
 
     async def get(self, action_id: str, *, timeout: timedelta | None = None) -> Action:
-        request = echo_service_pb2.GetActionRequest(id=action_id)
-        response = await self._unary(self._stub.GetAction, request, timeout)
-        return Action.from_proto(response.action)
+        return await self._run(unary.get(action_id), timeout)
 
     async def cancel(
         self, action_id: str, reason: str = "", *, timeout: timedelta | None = None
     ) -> Action:
-        request = echo_service_pb2.CancelRequest(id=action_id, reason=reason)
-        response = await self._unary(self._stub.Cancel, request, timeout)
-        return Action.from_proto(response.action)
+        return await self._run(unary.cancel(action_id, reason), timeout)
 
     async def list_signatures(
         self, *, timeout: timedelta | None = None
     ) -> list[Signature]:
-        response = await self._unary(
-            self._stub.ListSignatures, echo_service_pb2.ListSignaturesRequest(), timeout
-        )
-        return [Signature.from_proto(s) for s in response.signatures]
+        return await self._run(unary.list_signatures(), timeout)
 
     async def shutdown(
         self,
@@ -185,16 +153,7 @@ class AsyncClient:
         grace: timedelta | None = None,
         timeout: timedelta | None = None,
     ) -> ShutdownReport:
-        request = echo_service_pb2.ShutdownRequest()
-        if grace is not None:
-            request.grace.FromTimedelta(grace)
-        response = await self._unary(
-            self._stub.Shutdown,
-            request,
-            timeout,
-            extra=[("x-echo-admin-token", admin_token)],
-        )
-        return ShutdownReport(response.running, response.waiting)
+        return await self._run(unary.shutdown(admin_token, grace), timeout)
 
     def stream(
         self,
@@ -210,7 +169,7 @@ class AsyncClient:
         """Events as an async iterator; arguments as for ``Client.stream``."""
         return AsyncEventStream(
             self,
-            stream_request(
+            requests.stream(
                 after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
             ),
             reconnect=reconnect,
@@ -222,28 +181,16 @@ class AsyncClient:
         """Wait until the action finished; see ``Client.wait``."""
         deadline = Deadline(timeout)
         async with AsyncEventStream(
-            self,
-            stream_request(
-                after=None, action_ids=[action_id], names=(), heartbeat=None
-            ),
-            reconnect=True,
-            deadline=deadline,
+            self, requests.wait_stream(action_id), reconnect=True, deadline=deadline
         ) as events:
             await events.start()
-            left = deadline.remaining()
-            action = await self.get(
-                action_id, timeout=None if left is None else timedelta(seconds=left)
-            )
+            action = await self.get(action_id, timeout=deadline.left())
             if action.finished:
                 return action
             async for event in events:
                 if event.finished:
-                    left = deadline.remaining()
-                    return await self.get(
-                        action_id,
-                        timeout=None if left is None else timedelta(seconds=left),
-                    )
-        raise EchoError(f"the event stream of {action_id} ended early")
+                    return await self.get(action_id, timeout=deadline.left())
+        raise answers.wait_ended_early(action_id)
 
     async def connect(self) -> AsyncSession:
         """Open a bidirectional session; see ``Session``."""
@@ -259,7 +206,7 @@ class AsyncClient:
         )
 
 
-class AsyncEventStream:
+class AsyncEventStream(StreamCursor):
     """The asyncio twin of ``EventStream``: reconnects, resumes, dedupes."""
 
     def __init__(
@@ -271,21 +218,13 @@ class AsyncEventStream:
         deadline: Deadline,
         backoff: Backoff | None = None,
     ) -> None:
+        super().__init__(
+            request, reconnect=reconnect, deadline=deadline, backoff=backoff
+        )
         self._client = client
-        self._request = request
-        self._reconnect = reconnect
-        self._deadline = deadline
-        self._backoff = backoff or Backoff()
+        # The open call; everything here runs on the client's event loop.
         self._call: Any = None
         self._closed = False
-        self._pending: collections.deque[echo_service_pb2.StreamResponse] = (
-            collections.deque()
-        )
-        self.last_sequence: int | None = (
-            request.after_sequence if request.HasField("after_sequence") else None
-        )
-        self.end: StreamEnd | None = None
-        self.reconnects = 0
 
     async def __aenter__(self) -> AsyncEventStream:
         return self
@@ -303,10 +242,9 @@ class AsyncEventStream:
         while True:
             message = await self._read()
             if message is None:
-                raise EchoError("the stream ended before it started")
-            if message.WhichOneof("kind") == "heartbeat":
+                raise answers.stream_not_started()
+            if self._started(message):
                 return self.last_sequence or 0
-            self._pending.append(message)
 
     def __aiter__(self) -> AsyncEventStream:
         return self
@@ -316,76 +254,44 @@ class AsyncEventStream:
             message = self._pending.popleft() if self._pending else await self._read()
             if message is None:
                 raise StopAsyncIteration
-            if message.WhichOneof("kind") != "event":
-                continue
-            event = message.event
-            if self.last_sequence is not None and event.sequence <= self.last_sequence:
-                continue
-            self.last_sequence = event.sequence
-            return Event.from_proto(event)
+            event = self._event(message)
+            if event is not None:
+                return event
 
     async def _read(self) -> echo_service_pb2.StreamResponse | None:
+        step: Step
         while not self._closed:
             if self._call is None:
-                request = echo_service_pb2.StreamRequest()
-                request.CopyFrom(self._request)
-                if self.last_sequence is not None:
-                    request.after_sequence = self.last_sequence
-                self._call = self._client._open_stream(request, self._deadline)
+                self._call = self._client._open_stream(
+                    self._resume_request(), self._deadline
+                )
             try:
                 message: Any = await self._call.read()
             except grpc.aio.AioRpcError as exc:
                 if self._closed:
                     return None
-                await self._broken(exc)
-                continue
+                step = self._broken(exc)
             except asyncio.CancelledError:
                 if self._closed:
                     return None
                 raise
-            if message is grpc.aio.EOF:
-                await self._broken(None)
-                continue
-            assert isinstance(message, echo_service_pb2.StreamResponse)
-            self._backoff.reset()
-            kind = message.WhichOneof("kind")
-            if kind == "heartbeat":
-                self.last_sequence = max(
-                    self.last_sequence or 0, message.heartbeat.last_sequence
+            else:
+                # EOF: ended without a StreamEnd, the connection was cut.
+                step = (
+                    self._broken(None)
+                    if message is grpc.aio.EOF
+                    else self._received(message)
                 )
-                return message
-            if kind == "event":
-                return message
-            if kind == "end":
-                end = message.end
-                self.end = StreamEnd(end.reason, end.retryable, end.last_sequence)
-                self._call = None
-                if not (end.retryable and self._reconnect):
-                    return None
-                self.last_sequence = max(self.last_sequence or 0, end.last_sequence)
-                await self._pause(None)
+            if isinstance(step, echo_service_pb2.StreamResponse):
+                return step
+            self._call = None
+            if isinstance(step, Reopen):
+                await asyncio.sleep(step.delay)
+            elif step is None:
+                return None
+            else:
+                raise step
         return None
-
-    async def _broken(self, exc: grpc.aio.AioRpcError | None) -> None:
-        self._call = None
-        code = exc.code() if exc is not None else grpc.StatusCode.UNAVAILABLE
-        if not self._reconnect or code not in RETRYABLE_STREAM_CODES:
-            if exc is not None:
-                raise error_from_rpc(exc)
-            raise EchoError("the stream was cut")
-        await self._pause(exc)
-
-    async def _pause(self, exc: grpc.aio.AioRpcError | None) -> None:
-        delay = self._backoff.next_delay()
-        if delay is None or self._deadline.expired:
-            if exc is not None:
-                raise error_from_rpc(exc)
-            raise EchoError("the server kept ending the stream; gave up")
-        remaining = self._deadline.remaining()
-        if remaining is not None:
-            delay = min(delay, remaining)
-        self.reconnects += 1
-        await asyncio.sleep(delay)
 
 
 class AsyncSession:
@@ -394,11 +300,12 @@ class AsyncSession:
 
     def __init__(self, call: Any) -> None:
         self._call = call
-        self._ids = itertools.count(1)
+        self._ids = requests.RequestIds()
         self.auto_ack = True
 
-    def _request_id(self, request_id: str | None) -> str:
-        return request_id or f"r{next(self._ids)}"
+    async def _send(self, request: echo_service_pb2.ConnectRequest) -> str:
+        await self._call.write(request)
+        return request.request_id
 
     async def assign(
         self,
@@ -408,26 +315,16 @@ class AsyncSession:
         metadata: dict[str, str] | None = None,
         request_id: str | None = None,
     ) -> str:
-        rid = self._request_id(request_id)
-        action = single_action(name, args, options, metadata)
-        await self._call.write(
-            echo_service_pb2.ConnectRequest(
-                request_id=rid, assign=echo_service_pb2.AssignRequest(action=action)
-            )
+        rid = self._ids.take(request_id)
+        return await self._send(
+            requests.connect_assign(rid, name, args, options, metadata)
         )
-        return rid
 
     async def cancel(
         self, action_id: str, reason: str = "", *, request_id: str | None = None
     ) -> str:
-        rid = self._request_id(request_id)
-        await self._call.write(
-            echo_service_pb2.ConnectRequest(
-                request_id=rid,
-                cancel=echo_service_pb2.CancelRequest(id=action_id, reason=reason),
-            )
-        )
-        return rid
+        rid = self._ids.take(request_id)
+        return await self._send(requests.connect_cancel(rid, action_id, reason))
 
     async def subscribe(
         self,
@@ -438,24 +335,19 @@ class AsyncSession:
         heartbeat: timedelta | None = None,
         request_id: str | None = None,
     ) -> str:
-        rid = self._request_id(request_id)
-        await self._call.write(
-            echo_service_pb2.ConnectRequest(
-                request_id=rid,
-                subscribe=stream_request(
-                    after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
-                ),
+        rid = self._ids.take(request_id)
+        return await self._send(
+            requests.connect_subscribe(
+                rid,
+                after=after,
+                action_ids=action_ids,
+                names=names,
+                heartbeat=heartbeat,
             )
         )
-        return rid
 
     async def ack(self, sequence: int) -> None:
-        await self._call.write(
-            echo_service_pb2.ConnectRequest(
-                request_id=self._request_id(None),
-                ack=echo_service_pb2.Ack(sequence=sequence),
-            )
-        )
+        await self._send(requests.connect_ack(self._ids.take(None), sequence))
 
     async def close_send(self) -> None:
         await self._call.done_writing()
@@ -477,12 +369,14 @@ class AsyncSession:
             try:
                 message = await self._call.read()
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.CANCELLED:
+                error = answers.session_error(exc)
+                if error is None:
                     return
-                raise error_from_rpc(exc) from exc
+                raise error from exc
             if message is grpc.aio.EOF:
                 return
             out = SessionMessage(message)
-            if out.kind == "event" and self.auto_ack and out.event is not None:
-                await self.ack(out.event.sequence)
+            sequence = answers.ack_due(out, auto_ack=self.auto_ack)
+            if sequence is not None:
+                await self.ack(sequence)
             yield out

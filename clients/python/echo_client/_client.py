@@ -8,29 +8,36 @@
 Every method takes ``timeout`` (a ``timedelta``); None means the client's
 default for unary calls and no deadline for streams. Failures raise the
 ``EchoError`` subclass of their status code.
+
+Only the I/O lives here: requests are built by ``_requests``, answers and
+errors read by ``_answers``, and an event stream's reconnect decisions made
+by ``_cursor``, which the asyncio client shares.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
+from echo_client import _answers as answers
+from echo_client import _requests as requests
+from echo_client import _unary as unary
+from echo_client._answers import SessionMessage, ShutdownReport
 from echo_client._call import (
     DEFAULT_TARGET,
-    RETRYABLE_STREAM_CODES,
     Backoff,
     Deadline,
     call_metadata,
     channel_options,
+    unary_timeout,
 )
-from echo_client._errors import EchoError, error_from_request_error, error_from_rpc
+from echo_client._cursor import Reopen, Step, StreamCursor
+from echo_client._errors import error_from_rpc
 from echo_client._proto.echo.v1 import (
     action_pb2,
     echo_service_pb2,
@@ -43,61 +50,13 @@ from echo_client._types import (
     Event,
     Options,
     Signature,
-    StreamEnd,
-    requests_to_proto,
 )
 
-__all__ = [
-    "Client",
-    "EventStream",
-    "Session",
-    "SessionMessage",
-    "ShutdownReport",
-    "stream_request",
-]
+__all__ = ["Client", "EventStream", "Session"]
 
 _MIB = 1 << 20
 
-
-class ShutdownReport:
-    """What the server said when it began to drain."""
-
-    def __init__(self, running: int, waiting: int) -> None:
-        self.running = running
-        self.waiting = waiting
-
-    def __repr__(self) -> str:
-        return f"ShutdownReport(running={self.running}, waiting={self.waiting})"
-
-
-def _seconds(timeout: timedelta | None) -> float | None:
-    return None if timeout is None else timeout.total_seconds()
-
-
-def stream_request(
-    *,
-    after: int | None,
-    action_ids: Iterable[str],
-    names: Iterable[str],
-    heartbeat: timedelta | None,
-) -> echo_service_pb2.StreamRequest:
-    request = echo_service_pb2.StreamRequest(
-        action_ids=list(action_ids), action_names=list(names)
-    )
-    if after is not None:
-        request.after_sequence = after
-    if heartbeat is not None:
-        request.heartbeat_interval.FromTimedelta(heartbeat)
-    return request
-
-
-def single_action(
-    name: str,
-    args: Sequence[object],
-    options: Options | action_pb2.ActionOptions | None,
-    metadata: dict[str, str] | None,
-) -> action_pb2.Action:
-    return ActionRequest(name, tuple(args), options, metadata or {}).to_proto()
+T = TypeVar("T")
 
 
 class Client:
@@ -141,25 +100,17 @@ class Client:
 
     # -- calls ----------------------------------------------------------------
 
-    def _unary(
-        self,
-        method: Any,
-        request: Any,
-        timeout: timedelta | None,
-        deadline: Deadline | None = None,
-        extra: Sequence[tuple[str, str]] = (),
-    ) -> Any:
-        seconds = (
-            deadline.remaining()
-            if deadline is not None
-            else _seconds(timeout if timeout is not None else self._timeout)
-        )
+    def _run(self, call: unary.UnaryCall[T], timeout: timedelta | None) -> T:
+        method = getattr(self._stub, call.method)
         try:
-            return method(
-                request, timeout=seconds, metadata=call_metadata(self._metadata, extra)
+            response = method(
+                call.request,
+                timeout=unary_timeout(timeout, self._timeout),
+                metadata=call_metadata(self._metadata, call.metadata),
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from exc
+        return call.answer(response)
 
     def assign(
         self,
@@ -170,10 +121,7 @@ class Client:
         timeout: timedelta | None = None,
     ) -> Assigned:
         """Assign one action; returns once it is durable on the server."""
-        request = echo_service_pb2.AssignRequest(
-            action=single_action(name, args, options, metadata)
-        )
-        return Assigned.from_proto(self._unary(self._stub.Assign, request, timeout))
+        return self._run(unary.assign(name, args, options, metadata), timeout)
 
     def assign_many(
         self,
@@ -182,9 +130,7 @@ class Client:
         timeout: timedelta | None = None,
     ) -> list[Assigned]:
         """Assign a batch in one journal transaction: all or none."""
-        request = echo_service_pb2.AssignManyRequest(actions=requests_to_proto(actions))
-        response = self._unary(self._stub.AssignMany, request, timeout)
-        return [Assigned.from_proto(r) for r in response.results]
+        return self._run(unary.assign_many(actions), timeout)
 
     def assign_stream(
         self,
@@ -195,40 +141,19 @@ class Client:
     ) -> list[Assigned]:
         """Send actions as a client stream, ``chunk`` per message; the server
         journals them together when the stream ends: all or none."""
-
-        def messages() -> Iterator[echo_service_pb2.AssignStreamRequest]:
-            batch: list[action_pb2.Action] = []
-            for action in requests_to_proto(actions):
-                batch.append(action)
-                if len(batch) >= chunk:
-                    yield echo_service_pb2.AssignStreamRequest(actions=batch)
-                    batch = []
-            if batch:
-                yield echo_service_pb2.AssignStreamRequest(actions=batch)
-
-        response = self._unary(self._stub.AssignStream, messages(), timeout)
-        return [Assigned.from_proto(r) for r in response.results]
+        return self._run(unary.assign_stream(actions, chunk), timeout)
 
     def get(self, action_id: str, *, timeout: timedelta | None = None) -> Action:
-        request = echo_service_pb2.GetActionRequest(id=action_id)
-        return Action.from_proto(
-            self._unary(self._stub.GetAction, request, timeout).action
-        )
+        return self._run(unary.get(action_id), timeout)
 
     def cancel(
         self, action_id: str, reason: str = "", *, timeout: timedelta | None = None
     ) -> Action:
         """Cancel an action: at once when waiting, through its token when running."""
-        request = echo_service_pb2.CancelRequest(id=action_id, reason=reason)
-        return Action.from_proto(
-            self._unary(self._stub.Cancel, request, timeout).action
-        )
+        return self._run(unary.cancel(action_id, reason), timeout)
 
     def list_signatures(self, *, timeout: timedelta | None = None) -> list[Signature]:
-        response = self._unary(
-            self._stub.ListSignatures, echo_service_pb2.ListSignaturesRequest(), timeout
-        )
-        return [Signature.from_proto(s) for s in response.signatures]
+        return self._run(unary.list_signatures(), timeout)
 
     def shutdown(
         self,
@@ -238,16 +163,7 @@ class Client:
         timeout: timedelta | None = None,
     ) -> ShutdownReport:
         """Ask the server to drain and stop; needs the server's admin token."""
-        request = echo_service_pb2.ShutdownRequest()
-        if grace is not None:
-            request.grace.FromTimedelta(grace)
-        response = self._unary(
-            self._stub.Shutdown,
-            request,
-            timeout,
-            extra=[("x-echo-admin-token", admin_token)],
-        )
-        return ShutdownReport(response.running, response.waiting)
+        return self._run(unary.shutdown(admin_token, grace), timeout)
 
     # -- events -----------------------------------------------------------------
 
@@ -277,7 +193,7 @@ class Client:
         """
         return EventStream(
             self,
-            stream_request(
+            requests.stream(
                 after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
             ),
             reconnect=reconnect,
@@ -294,21 +210,16 @@ class Client:
         """
         deadline = Deadline(timeout)
         with EventStream(
-            self,
-            stream_request(
-                after=None, action_ids=[action_id], names=(), heartbeat=None
-            ),
-            reconnect=True,
-            deadline=deadline,
+            self, requests.wait_stream(action_id), reconnect=True, deadline=deadline
         ) as events:
             events.start()
-            action = self.get(action_id, timeout=_timedelta(deadline.remaining()))
+            action = self.get(action_id, timeout=deadline.left())
             if action.finished:
                 return action
             for event in events:
                 if event.finished:
-                    return self.get(action_id, timeout=_timedelta(deadline.remaining()))
-        raise EchoError(f"the event stream of {action_id} ended early")
+                    return self.get(action_id, timeout=deadline.left())
+        raise answers.wait_ended_early(action_id)
 
     def connect(self) -> Session:
         """Open a bidirectional session; see ``Session``."""
@@ -326,11 +237,7 @@ class Client:
         )
 
 
-def _timedelta(seconds: float | None) -> timedelta | None:
-    return None if seconds is None else timedelta(seconds=seconds)
-
-
-class EventStream(Iterator[Event]):
+class EventStream(StreamCursor, Iterator[Event]):
     """Events of a ``Stream`` call, reconnecting and resuming when it breaks.
 
     Heartbeats are consumed here: they only advance ``last_sequence``, the
@@ -349,21 +256,14 @@ class EventStream(Iterator[Event]):
         deadline: Deadline,
         backoff: Backoff | None = None,
     ) -> None:
+        super().__init__(
+            request, reconnect=reconnect, deadline=deadline, backoff=backoff
+        )
         self._client = client
-        self._request = request
-        self._reconnect = reconnect
-        self._deadline = deadline
-        self._backoff = backoff or Backoff()
+        # The open call, owned by the reading thread; ``close`` may cancel it
+        # from any thread, which ends a blocked read with CANCELLED.
         self._call: Any = None
         self._closed = threading.Event()
-        self.last_sequence: int | None = (
-            request.after_sequence if request.HasField("after_sequence") else None
-        )
-        self.end: StreamEnd | None = None
-        self.reconnects = 0
-        self._pending: collections.deque[echo_service_pb2.StreamResponse] = (
-            collections.deque()
-        )
 
     def __enter__(self) -> EventStream:
         return self
@@ -385,133 +285,46 @@ class EventStream(Iterator[Event]):
         while True:
             message = self._read()
             if message is None:
-                raise EchoError("the stream ended before it started")
-            if message.WhichOneof("kind") == "heartbeat":
+                raise answers.stream_not_started()
+            if self._started(message):
                 return self.last_sequence or 0
-            self._pending.append(message)
 
     def __next__(self) -> Event:
         while True:
             message = self._pending.popleft() if self._pending else self._read()
             if message is None:
                 raise StopIteration
-            if message.WhichOneof("kind") != "event":
-                continue
-            event = message.event
-            if self.last_sequence is not None and event.sequence <= self.last_sequence:
-                continue  # seen before a reconnect
-            self.last_sequence = event.sequence
-            return Event.from_proto(event)
+            event = self._event(message)
+            if event is not None:
+                return event
 
     def _read(self) -> echo_service_pb2.StreamResponse | None:
-        """The next event or heartbeat; reconnects and ends are handled here.
-        None once the stream is over."""
+        """The next event or heartbeat, None once the stream is over; the
+        cursor decides what a break or an end means."""
+        step: Step
         while not self._closed.is_set():
             if self._call is None:
-                request = echo_service_pb2.StreamRequest()
-                request.CopyFrom(self._request)
-                if self.last_sequence is not None:
-                    request.after_sequence = self.last_sequence
-                self._call = self._client._open_stream(request, self._deadline)
+                self._call = self._client._open_stream(
+                    self._resume_request(), self._deadline
+                )
             try:
-                message: echo_service_pb2.StreamResponse = next(self._call)
+                step = self._received(next(self._call))
             except StopIteration:
-                # Ended without a StreamEnd: the connection was cut.
-                self._broken(None)
-                continue
+                step = self._broken(None)
             except grpc.RpcError as exc:
                 if self._closed.is_set():
                     return None
-                self._broken(exc)
-                continue
-            self._backoff.reset()
-            kind = message.WhichOneof("kind")
-            if kind == "heartbeat":
-                self.last_sequence = max(
-                    self.last_sequence or 0, message.heartbeat.last_sequence
-                )
-                return message
-            if kind == "event":
-                return message
-            if kind == "end":
-                end = message.end
-                self.end = StreamEnd(end.reason, end.retryable, end.last_sequence)
-                self._call = None
-                if not (end.retryable and self._reconnect):
-                    return None
-                self.last_sequence = max(self.last_sequence or 0, end.last_sequence)
-                self._pause(None)
+                step = self._broken(exc)
+            if isinstance(step, echo_service_pb2.StreamResponse):
+                return step
+            self._call = None
+            if isinstance(step, Reopen):
+                self._closed.wait(step.delay)
+            elif step is None:
+                return None
+            else:
+                raise step
         return None
-
-    def _broken(self, exc: grpc.RpcError | None) -> None:
-        self._call = None
-        code = exc.code() if exc is not None else grpc.StatusCode.UNAVAILABLE
-        if not self._reconnect or code not in RETRYABLE_STREAM_CODES:
-            raise (
-                error_from_rpc(exc)
-                if exc is not None
-                else EchoError("the stream was cut")
-            )
-        self._pause(exc)
-
-    def _pause(self, exc: grpc.RpcError | None) -> None:
-        delay = self._backoff.next_delay()
-        if delay is None or self._deadline.expired:
-            if exc is not None:
-                raise error_from_rpc(exc)
-            raise EchoError("the server kept ending the stream; gave up")
-        remaining = self._deadline.remaining()
-        if remaining is not None:
-            delay = min(delay, remaining)
-        self.reconnects += 1
-        self._closed.wait(delay)
-
-
-class SessionMessage:
-    """One message of a session, tied to ``request_id``.
-
-    ``kind`` is one of ``assigned``, ``cancelled``, ``subscribed``, ``event``,
-    ``error``, ``heartbeat`` or ``end``; the matching attribute is set.
-    """
-
-    __slots__ = (
-        "assigned",
-        "cancelled",
-        "end",
-        "error",
-        "event",
-        "kind",
-        "last_sequence",
-        "request_id",
-    )
-
-    def __init__(self, message: echo_service_pb2.ConnectResponse) -> None:
-        self.request_id = message.request_id
-        self.kind: str = message.WhichOneof("kind") or ""
-        self.assigned: Assigned | None = None
-        self.cancelled: Action | None = None
-        self.event: Event | None = None
-        self.error: EchoError | None = None
-        self.end: StreamEnd | None = None
-        self.last_sequence: int | None = None
-        if self.kind == "assigned":
-            self.assigned = Assigned.from_proto(message.assigned)
-        elif self.kind == "cancelled":
-            self.cancelled = Action.from_proto(message.cancelled.action)
-        elif self.kind == "event":
-            self.event = Event.from_proto(message.event)
-        elif self.kind == "error":
-            self.error = error_from_request_error(message.error)
-        elif self.kind == "end":
-            end = message.end
-            self.end = StreamEnd(end.reason, end.retryable, end.last_sequence)
-        elif self.kind == "subscribed":
-            self.last_sequence = message.subscribed.last_sequence
-        elif self.kind == "heartbeat":
-            self.last_sequence = message.heartbeat.last_sequence
-
-    def __repr__(self) -> str:
-        return f"SessionMessage({self.kind!r}, request_id={self.request_id!r})"
 
 
 class Session(Iterator[SessionMessage]):
@@ -526,11 +339,12 @@ class Session(Iterator[SessionMessage]):
     """
 
     def __init__(self, stub: Any, metadata: Sequence[tuple[str, str]]) -> None:
+        # Sends from any thread go through this queue; the call's own thread
+        # drains it until the None that ends the request stream.
         self._requests: queue.SimpleQueue[echo_service_pb2.ConnectRequest | None] = (
             queue.SimpleQueue()
         )
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._ids = requests.RequestIds()
         self._call = stub.Connect(self._outgoing(), metadata=metadata)
         self.auto_ack = True
 
@@ -538,11 +352,9 @@ class Session(Iterator[SessionMessage]):
         while (request := self._requests.get()) is not None:
             yield request
 
-    def _request_id(self, request_id: str | None) -> str:
-        if request_id:
-            return request_id
-        with self._lock:
-            return f"r{next(self._ids)}"
+    def _send(self, request: echo_service_pb2.ConnectRequest) -> str:
+        self._requests.put(request)
+        return request.request_id
 
     def assign(
         self,
@@ -552,26 +364,14 @@ class Session(Iterator[SessionMessage]):
         metadata: dict[str, str] | None = None,
         request_id: str | None = None,
     ) -> str:
-        rid = self._request_id(request_id)
-        action = single_action(name, args, options, metadata)
-        self._requests.put(
-            echo_service_pb2.ConnectRequest(
-                request_id=rid, assign=echo_service_pb2.AssignRequest(action=action)
-            )
-        )
-        return rid
+        rid = self._ids.take(request_id)
+        return self._send(requests.connect_assign(rid, name, args, options, metadata))
 
     def cancel(
         self, action_id: str, reason: str = "", *, request_id: str | None = None
     ) -> str:
-        rid = self._request_id(request_id)
-        self._requests.put(
-            echo_service_pb2.ConnectRequest(
-                request_id=rid,
-                cancel=echo_service_pb2.CancelRequest(id=action_id, reason=reason),
-            )
-        )
-        return rid
+        rid = self._ids.take(request_id)
+        return self._send(requests.connect_cancel(rid, action_id, reason))
 
     def subscribe(
         self,
@@ -582,24 +382,19 @@ class Session(Iterator[SessionMessage]):
         heartbeat: timedelta | None = None,
         request_id: str | None = None,
     ) -> str:
-        rid = self._request_id(request_id)
-        self._requests.put(
-            echo_service_pb2.ConnectRequest(
-                request_id=rid,
-                subscribe=stream_request(
-                    after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
-                ),
+        rid = self._ids.take(request_id)
+        return self._send(
+            requests.connect_subscribe(
+                rid,
+                after=after,
+                action_ids=action_ids,
+                names=names,
+                heartbeat=heartbeat,
             )
         )
-        return rid
 
     def ack(self, sequence: int) -> None:
-        self._requests.put(
-            echo_service_pb2.ConnectRequest(
-                request_id=self._request_id(None),
-                ack=echo_service_pb2.Ack(sequence=sequence),
-            )
-        )
+        self._send(requests.connect_ack(self._ids.take(None), sequence))
 
     def send_raw(self, request: echo_service_pb2.ConnectRequest) -> None:
         """Send a request as given (tests use it for malformed ones)."""
@@ -622,10 +417,12 @@ class Session(Iterator[SessionMessage]):
         try:
             message = next(self._call)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
+            error = answers.session_error(exc)
+            if error is None:
                 raise StopIteration from None
-            raise error_from_rpc(exc) from exc
+            raise error from exc
         out = SessionMessage(message)
-        if out.kind == "event" and self.auto_ack and out.event is not None:
-            self.ack(out.event.sequence)
+        sequence = answers.ack_due(out, auto_ack=self.auto_ack)
+        if sequence is not None:
+            self.ack(sequence)
         return out
