@@ -215,11 +215,17 @@ def size_over(ref: TypeRef, value: object, limit: int) -> int | None:
     point takes one to four UTF-8 bytes, so most strings are settled without
     encoding them.
     """
-    if isinstance(value, str) and ref.type is not ValueType.JSON:
-        if 4 * len(value) <= limit:
-            return None
-        if len(value) > limit:
-            return _utf8_size(value)
+    if ref.type is not ValueType.JSON:
+        if isinstance(value, str):
+            if 4 * len(value) <= limit:
+                return None
+            if len(value) > limit:
+                return _utf8_size(value)
+        elif limit >= 10 and (
+            isinstance(value, bool | float)
+            or (type(value) is int and INT64_MIN <= value <= INT64_MAX)
+        ):
+            return None  # a scalar takes at most 10 bytes
     size = encoded_size(ref, value)
     return size if size > limit else None
 
