@@ -51,6 +51,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 from echo_service.telemetry._metrics import metric_views
 from echo_service.telemetry._prometheus import MetricsServer
@@ -229,6 +230,20 @@ class Telemetry:
         return in_time
 
 
+def _sampler(*, exporting: bool) -> Sampler | None:
+    """The SDK's sampler (``OTEL_TRACES_SAMPLER``, default parent-based
+    always-on) while spans go somewhere; otherwise parent-based always-off.
+
+    A span no exporter takes is CPU spent for nothing, an attempt's span
+    most of all. Unrecorded spans still carry trace ids, which events report
+    and child actions continue, and a caller's sampled context is still
+    recorded and passed on, so its trace is never cut short here.
+    """
+    if exporting or os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    return ParentBased(ALWAYS_OFF)
+
+
 def setup_telemetry(
     *,
     service_name: str | None = None,
@@ -291,7 +306,10 @@ def setup_telemetry(
     readers.extend(_metric_reader(n) for n in metric_names if n != "prometheus")
     readers.extend(metric_readers)
 
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(
+        resource=resource,
+        sampler=_sampler(exporting=bool(trace_names or span_exporters)),
+    )
     batches = [BatchSpanProcessor(_span_exporter(n)) for n in trace_names]
     for processor in (*batches, *map(SimpleSpanProcessor, span_exporters)):
         tracer_provider.add_span_processor(processor)

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -749,3 +750,61 @@ def test_the_telemetry_package_exports_what_the_server_and_cli_need() -> None:
         "setup_telemetry",
     }
     assert all(hasattr(telemetry_package, n) for n in telemetry_package.__all__)
+
+
+# --- sampling ------------------------------------------------------------------
+
+
+def _root_and_child(made: Telemetry) -> tuple[trace.Span, trace.Span]:
+    tracer = made.tracer_provider.get_tracer("test")
+    sampled_parent = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(
+                trace_id=0xABC,
+                span_id=0xDEF,
+                is_remote=True,
+                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+            )
+        )
+    )
+    root = tracer.start_span("root")
+    child = tracer.start_span("child", context=sampled_parent)
+    root.end()
+    child.end()
+    return root, child
+
+
+def test_without_an_exporter_new_traces_are_not_recorded_but_keep_their_ids() -> None:
+    made = setup_telemetry()
+    try:
+        root, child = _root_and_child(made)
+        assert not root.is_recording()
+        assert root.get_span_context().trace_id != 0
+        assert not root.get_span_context().trace_flags.sampled
+        # A caller's sampled trace is still recorded and passed on as sampled.
+        assert child.get_span_context().trace_id == 0xABC
+        assert child.get_span_context().trace_flags.sampled
+    finally:
+        assert made.shutdown(timedelta(seconds=5))
+
+
+def test_with_an_exporter_every_trace_is_recorded(spans: Spans) -> None:
+    made = setup_telemetry(span_exporters=[spans])
+    try:
+        root, _ = _root_and_child(made)
+        assert root.get_span_context().trace_flags.sampled
+        assert {s.name for s in spans.get_finished_spans()} == {"root", "child"}
+    finally:
+        assert made.shutdown(timedelta(seconds=5))
+
+
+def test_an_explicit_sampler_setting_is_obeyed_without_an_exporter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    made = setup_telemetry()
+    try:
+        root, _ = _root_and_child(made)
+        assert root.get_span_context().trace_flags.sampled
+    finally:
+        assert made.shutdown(timedelta(seconds=5))
