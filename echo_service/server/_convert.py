@@ -671,7 +671,10 @@ def signature_to_proto(signature: ActionSignature) -> action_pb2.ActionSignature
         name=signature.name,
         inputs=[
             action_pb2.Parameter(
-                name=p.name, type=_type_ref_to_proto(p.type), description=p.description
+                name=p.name,
+                type=_type_ref_to_proto(p.type),
+                description=p.description,
+                max_bytes=p.max_bytes,
             )
             for p in signature.inputs
         ],

@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 from echo_client import ActionRequest, Client, InvalidArgumentError, State
 
+from echo_service._proto.echo.v1 import echo_service_pb2, echo_service_pb2_grpc
 from echo_service.plans import file_plan
 from echo_service.server import EchoServer
 from tests.conftest import WAIT
@@ -117,6 +119,21 @@ def test_the_write_limit_is_stated_in_the_signature(
     [write] = [s for s in client.list_signatures() if s.name == "Write"]
     assert write.inputs[1].name == "content"
     assert "at most 8 bytes" in write.inputs[1].description
+
+
+def test_the_write_limit_is_a_typed_field_of_the_contract(
+    small_writes: tuple[EchoServer, Client],
+) -> None:
+    server, _ = small_writes
+    with grpc.insecure_channel(server.address) as channel:
+        stub = echo_service_pb2_grpc.EchoServiceStub(channel)
+        answer = stub.ListSignatures(
+            echo_service_pb2.ListSignaturesRequest(), timeout=WAIT
+        )
+    [write] = [s for s in answer.signatures if s.name == "Write"]
+    path, content = write.inputs
+    assert content.HasField("max_bytes") and content.max_bytes == 8
+    assert not path.HasField("max_bytes")
 
 
 @pytest.mark.parametrize("content", ["123456789", "ééééé"])  # 9 and 10 bytes

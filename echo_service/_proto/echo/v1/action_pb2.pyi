@@ -104,14 +104,16 @@ class TypeRef(_message.Message):
     def __init__(self, type: _Optional[_Union[ValueType, str]] = ..., message_type: _Optional[str] = ...) -> None: ...
 
 class Parameter(_message.Message):
-    __slots__ = ("name", "type", "description")
+    __slots__ = ("name", "type", "description", "max_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: TypeRef
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TypeRef, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    max_bytes: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[TypeRef, _Mapping]] = ..., description: _Optional[str] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class ActionSignature(_message.Message):
     __slots__ = ("name", "inputs", "output", "description")

@@ -202,7 +202,9 @@ const (
 	ErrorKind_ERROR_KIND_DEADLINE ErrorKind = 4
 	// A hook failed.
 	ErrorKind_ERROR_KIND_HOOK ErrorKind = 5
-	// The handler's result did not match the signature's output type.
+	// The handler's result did not match the signature's output type, or was
+	// too large to send (error type "ResultTooLarge"). Never retried: the same
+	// handler gives the same result again.
 	ErrorKind_ERROR_KIND_INVALID_RESULT ErrorKind = 6
 	// The server stopped while the attempt ran; it will run again.
 	ErrorKind_ERROR_KIND_INTERRUPTED ErrorKind = 7
@@ -498,7 +500,12 @@ type Parameter struct {
 	// The parameter's type. Required.
 	Type *TypeRef `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	// What the parameter means.
-	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// The largest size a value may have, counted as the contract carries it
+	// (UTF-8 bytes of a string, the bytes of BYTES, the JSON text of JSON). An
+	// assign with a larger value is refused INVALID_ARGUMENT. Unset: no limit
+	// beyond the message size.
+	MaxBytes      *uint64 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3,oneof" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +559,13 @@ func (x *Parameter) GetDescription() string {
 		return x.Description
 	}
 	return ""
+}
+
+func (x *Parameter) GetMaxBytes() uint64 {
+	if x != nil && x.MaxBytes != nil {
+		return *x.MaxBytes
+	}
+	return 0
 }
 
 // ActionSignature is the declared shape of an action in the server's plan.
@@ -1315,11 +1329,14 @@ const file_echo_v1_action_proto_rawDesc = "" +
 	"\x04kind\"T\n" +
 	"\aTypeRef\x12&\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x12.echo.v1.ValueTypeR\x04type\x12!\n" +
-	"\fmessage_type\x18\x02 \x01(\tR\vmessageType\"g\n" +
+	"\fmessage_type\x18\x02 \x01(\tR\vmessageType\"\x97\x01\n" +
 	"\tParameter\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x04type\x18\x02 \x01(\v2\x10.echo.v1.TypeRefR\x04type\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"\x9d\x01\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
+	"\tmax_bytes\x18\x04 \x01(\x04H\x00R\bmaxBytes\x88\x01\x01B\f\n" +
+	"\n" +
+	"_max_bytes\"\x9d\x01\n" +
 	"\x0fActionSignature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x06inputs\x18\x02 \x03(\v2\x12.echo.v1.ParameterR\x06inputs\x12(\n" +
@@ -1514,6 +1531,7 @@ func file_echo_v1_action_proto_init() {
 		(*Value_JsonValue)(nil),
 		(*Value_MessageValue)(nil),
 	}
+	file_echo_v1_action_proto_msgTypes[2].OneofWrappers = []any{}
 	file_echo_v1_action_proto_msgTypes[4].OneofWrappers = []any{}
 	file_echo_v1_action_proto_msgTypes[5].OneofWrappers = []any{
 		(*ActionOptions_Delay)(nil),
