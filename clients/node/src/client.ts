@@ -59,6 +59,14 @@ export interface EventFilter {
   /** Only events of actions with these names. */
   actionNames?: string[];
   /**
+   * Only events in these states, e.g. SUCCEEDED, FAILED and CANCELLED for a
+   * listener that waits for results and needs no transition before them.
+   * Unset or empty: every state. The server refuses UNSPECIFIED (and a
+   * number outside the enum) with InvalidArgumentError, which ends the stream
+   * without a reconnect.
+   */
+  states?: ActionState[];
+  /**
    * Replay the journaled events after this sequence, then go live. Unset:
    * live events only. `0n`: everything still journaled.
    */
@@ -242,6 +250,7 @@ export class EchoClient {
         const request = create(StreamRequestSchema, {
           actionIds: filter.actionIds ?? [],
           actionNames: filter.actionNames ?? [],
+          states: filter.states ?? [],
           afterSequence: after,
           heartbeatInterval: filter.heartbeatIntervalMs === undefined ? undefined : durationFromMs(filter.heartbeatIntervalMs),
         });

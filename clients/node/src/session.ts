@@ -17,7 +17,7 @@ import { type ActionOptionsInit, toAction } from "./actions.js";
 import { sleep } from "./backoff.js";
 import { StreamDeadline } from "./deadline.js";
 import { Code, type EchoError, echoError, fromRequestError, toEchoError } from "./errors.js";
-import type { Action, ActionEvent } from "./gen/echo/v1/action_pb.js";
+import type { Action, ActionEvent, ActionState } from "./gen/echo/v1/action_pb.js";
 import {
   type ConnectRequest,
   ConnectRequestSchema,
@@ -61,6 +61,11 @@ export interface SessionAssigned {
 export interface SubscribeFilter {
   actionIds?: string[];
   actionNames?: string[];
+  /**
+   * Only events in these states; unset or empty: every state. An UNSPECIFIED
+   * state fails this subscribe with InvalidArgumentError, not the session.
+   */
+  states?: ActionState[];
   afterSequence?: bigint;
   heartbeatIntervalMs?: number;
 }
@@ -196,6 +201,7 @@ export class Session {
     const value = create(StreamRequestSchema, {
       actionIds: filter.actionIds ?? [],
       actionNames: filter.actionNames ?? [],
+      states: filter.states ?? [],
       afterSequence: filter.afterSequence,
       heartbeatInterval: filter.heartbeatIntervalMs === undefined ? undefined : durationFromMs(filter.heartbeatIntervalMs),
     });
