@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { StreamRequest } from "../src/gen/echo/v1/echo_service_pb.js";
 import { BadRequestSchema, RetryInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
 import {
   type ActionEvent,
@@ -10,6 +11,7 @@ import {
   DeadlineExceededError,
   EchoClient,
   InvalidArgumentError,
+  isFinal,
   NotFoundError,
   ResourceExhaustedError,
   traceIdOf,
@@ -172,6 +174,42 @@ describe("EchoClient against a fake server", { timeout: 60_000 }, () => {
     assert.deepEqual(none, []);
   });
 
+  it("asks for the states given and for every state without them, on each reconnect too", async () => {
+    const held = await client.assign("Hold", []);
+    const final = [ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED];
+    const opened = (): StreamRequest[] => server.streamRequests.filter((request) => request.actionIds[0] === held.id);
+    const delivered = (async () => {
+      const states: ActionState[] = [];
+      for await (const event of client.events({ actionIds: [held.id], states: final, afterSequence: 0n, timeoutMs: 10_000 })) {
+        states.push(event.state);
+        if (isFinal(event.state)) break;
+      }
+      return states;
+    })();
+    await server.until(() => opened().length === 1);
+    server.dropConnections();
+    await server.until(() => opened().length === 2);
+    await client.cancel(held.id);
+    assert.deepEqual(await delivered, [ActionState.CANCELLED], "ACCEPTED and RUNNING were filtered out");
+    for (const request of opened()) assert.deepEqual(request.states, final);
+
+    for await (const _ of client.events({ actionIds: [held.id], afterSequence: 0n })) break;
+    assert.deepEqual(opened().at(-1)?.states, [], "no states: every state");
+  });
+
+  it("ends a stream whose states the server refuses with InvalidArgumentError, without reconnecting", async () => {
+    const before = server.streamRequests.length;
+    const iterate = async (): Promise<void> => {
+      for await (const _ of client.events({ states: [ActionState.UNSPECIFIED], timeoutMs: 5000 })) {
+        assert.fail("no event expected");
+      }
+    };
+    const error = await iterate().catch((e: unknown) => e);
+    assert.ok(error instanceof InvalidArgumentError);
+    assert.equal(error.fieldViolations[0]?.field, "states[0]");
+    assert.equal(server.streamRequests.length, before + 1);
+  });
+
   it("ends an event stream at its deadline with DeadlineExceededError", async () => {
     const iterate = async (): Promise<void> => {
       for await (const _ of client.events({ actionIds: ["quiet"], timeoutMs: 200 })) {
@@ -226,6 +264,24 @@ describe("EchoClient against a fake server", { timeout: 60_000 }, () => {
     }
     assert.equal(finished.get(a.action.id), "first");
     assert.equal(finished.get(b.action.id), b.requestId);
+    await session.close();
+  });
+
+  it("subscribes a session to the states given, and fails only a subscribe with a refused state", async () => {
+    const session = client.connect();
+    const refused = await session.subscribe({ states: [ActionState.UNSPECIFIED] }).catch((e: unknown) => e);
+    assert.ok(refused instanceof InvalidArgumentError);
+    assert.equal(refused.fieldViolations[0]?.field, "subscribe.states[0]");
+
+    const action = await client.assign("Echo", ["only the result"]);
+    const { requestId } = await session.subscribe({ actionIds: [action.id], states: [ActionState.SUCCEEDED], afterSequence: 0n });
+    assert.deepEqual(server.subscribeRequests.at(-1)?.states, [ActionState.SUCCEEDED]);
+    for await (const item of session.events()) {
+      assert.equal(item.requestId, requestId);
+      assert.equal(item.event.state, ActionState.SUCCEEDED, "ACCEPTED and RUNNING were filtered out");
+      assert.equal(item.event.actionId, action.id);
+      break;
+    }
     await session.close();
   });
 

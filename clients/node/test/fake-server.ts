@@ -2,9 +2,10 @@
  * A small in-memory Echo server over real HTTP/2 sockets, for the client's
  * own tests: it runs "Add" (checking its arguments as the real plan does),
  * "Echo" and "Hold" (stays running until cancelled), journals numbered
- * events, and can be told to fail the next
- * call or to cut every connection, so that reconnects and error mapping are
- * tested without the real service.
+ * events, filters them by action id, name and state (refusing an unknown
+ * state as the real server does), and can be told to fail the next call or to
+ * cut every connection, so that reconnects and error mapping are tested
+ * without the real service.
  */
 
 import * as http2 from "node:http2";
@@ -36,8 +37,23 @@ import { AsyncQueue } from "../src/queue.js";
 type StreamOut = MessageInitShape<typeof StreamResponseSchema>;
 type ConnectOut = MessageInitShape<typeof ConnectResponseSchema>;
 
-function matches(event: ActionEvent, ids: readonly string[], names: readonly string[]): boolean {
-  return (ids.length === 0 || ids.includes(event.actionId)) && (names.length === 0 || names.includes(event.actionName));
+function matches(event: ActionEvent, filter: StreamRequest): boolean {
+  const { actionIds: ids, actionNames: names, states } = filter;
+  return (
+    (ids.length === 0 || ids.includes(event.actionId)) &&
+    (names.length === 0 || names.includes(event.actionName)) &&
+    (states.length === 0 || states.includes(event.state))
+  );
+}
+
+/** The real server's refusal of UNSPECIFIED or a number outside the enum. */
+function checkStates(request: StreamRequest, path: string): void {
+  const bad = request.states.findIndex((state) => state === ActionState.UNSPECIFIED || ActionState[state] === undefined);
+  if (bad < 0) return;
+  const field = `${path}states[${bad}]`;
+  throw new ConnectError("bad stream filter", Code.InvalidArgument, undefined, [
+    { desc: BadRequestSchema, value: { fieldViolations: [{ field, description: `not a state: ${request.states[bad]}` }] } },
+  ]);
 }
 
 export class FakeEcho {
@@ -47,6 +63,8 @@ export class FakeEcho {
   readonly headers: Headers[] = [];
   /** Every Stream request, in arrival order. */
   readonly streamRequests: StreamRequest[] = [];
+  /** Every session subscribe, in arrival order. */
+  readonly subscribeRequests: StreamRequest[] = [];
   /** Thrown by the next unary call, then cleared. */
   failNext: ConnectError | undefined;
   /** Unary calls take this long before answering. */
@@ -99,6 +117,11 @@ export class FakeEcho {
     });
   }
 
+  /** Wakes every `until` and stream waiting for a change. */
+  private notify(): void {
+    for (const wake of [...this.changed]) wake();
+  }
+
   private record(action: Action, state: ActionState, result?: Value): void {
     action.state = state;
     if (result !== undefined) action.result = result;
@@ -113,12 +136,14 @@ export class FakeEcho {
         result,
       }),
     );
-    for (const wake of [...this.changed]) wake();
+    this.notify();
   }
 
   private assign(request: Action | undefined): Action {
     if (request === undefined || request.name === "") {
-      throw new ConnectError("action.name is required", Code.InvalidArgument);
+      throw new ConnectError("action.name is required", Code.InvalidArgument, undefined, [
+        { desc: BadRequestSchema, value: { fieldViolations: [{ field: "action.name", description: "required" }] } },
+      ]);
     }
     if (request.name === "Add") {
       const bad = request.args.findIndex((arg) => arg.kind.case !== "intValue");
@@ -183,7 +208,7 @@ export class FakeEcho {
     while (!signal.aborted) {
       while (next < this.events.length) {
         const event = this.events[next++] as ActionEvent;
-        if (matches(event, request.actionIds, request.actionNames)) yield event;
+        if (matches(event, request)) yield event;
       }
       const timer = new Promise<"heartbeat">((resolve) => setTimeout(() => resolve("heartbeat"), this.heartbeatMs));
       // A heartbeat names the position handled so far: a safe resume point.
@@ -215,13 +240,15 @@ export class FakeEcho {
       yield* this.streamMessages(request, context);
     } finally {
       this.openStreams -= 1;
-      for (const wake of [...this.changed]) wake();
+      this.notify();
     }
   }
 
   private async *streamMessages(request: StreamRequest, context: HandlerContext): AsyncGenerator<StreamOut> {
     this.headers.push(context.requestHeader);
     this.streamRequests.push(request);
+    this.notify();
+    checkStates(request, "");
     const end = this.endNextStream;
     this.endNextStream = undefined;
     if (end !== undefined) {
@@ -232,6 +259,14 @@ export class FakeEcho {
       yield typeof item === "bigint"
         ? { kind: { case: "heartbeat", value: { lastSequence: item } } }
         : { kind: { case: "event", value: item } };
+    }
+  }
+
+  /** Feeds a session subscription's events into the session's output. */
+  private async deliver(filter: StreamRequest, requestId: string, out: AsyncQueue<ConnectOut>, signal: AbortSignal): Promise<void> {
+    for await (const item of this.follow(filter, signal)) {
+      if (out.isClosed) return;
+      if (typeof item !== "bigint") out.push({ requestId, kind: { case: "event", value: item } });
     }
   }
 
@@ -258,6 +293,12 @@ export class FakeEcho {
             const action = this.get(kind.value.id);
             this.record(action, ActionState.CANCELLED);
             out.push({ requestId: request.requestId, kind: { case: "cancelled", value: { action } } });
+          } else if (kind.case === "subscribe") {
+            this.subscribeRequests.push(kind.value);
+            checkStates(kind.value, "subscribe.");
+            const lastSequence = BigInt(this.events.length);
+            out.push({ requestId: request.requestId, kind: { case: "subscribed", value: { lastSequence } } });
+            void this.deliver(kind.value, request.requestId, out, context.signal);
           }
         } catch (error) {
           const failure = ConnectError.from(error);
@@ -265,7 +306,13 @@ export class FakeEcho {
             requestId: request.requestId,
             kind: {
               case: "error",
-              value: { code: failure.code, message: failure.rawMessage, fieldViolations: [{ field: "action.name", description: "required" }] },
+              value: {
+                code: failure.code,
+                message: failure.rawMessage,
+                fieldViolations: failure
+                  .findDetails(BadRequestSchema)
+                  .flatMap((details) => details.fieldViolations.map(({ field, description }) => ({ field, description }))),
+              },
             },
           });
         }
