@@ -75,7 +75,12 @@ class StreamCursor:
         return requests.resume(self._request, self.last_sequence)
 
     def _received(self, message: echo_service_pb2.StreamResponse) -> Step:
-        """A message arrived, so the connection works again."""
+        """A message arrived, so the connection works again.
+
+        A retryable StreamEnd counts as such a message too, so a server that
+        keeps ending streams is reconnected at the initial delay each time;
+        only the stream's deadline (none by default) stops that.
+        """
         self._backoff.reset()
         kind = message.WhichOneof("kind")
         if kind == "heartbeat":
