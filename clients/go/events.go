@@ -19,6 +19,12 @@ type EventFilter struct {
 	ActionIDs []string
 	// ActionNames keeps only events of actions with these names.
 	ActionNames []string
+	// States keeps only events in these states, such as SUCCEEDED, FAILED
+	// and CANCELLED for a listener that waits for results and needs no
+	// transition before them. Empty: every state. The server refuses
+	// ACTION_STATE_UNSPECIFIED (and a number outside the enum) with
+	// INVALID_ARGUMENT, which ends the stream without a reconnect.
+	States []echov1.ActionState
 	// AfterSequence replays the journaled events after it, then goes live.
 	// Nil: live events only. Ptr[uint64](0): everything still journaled.
 	AfterSequence *uint64
@@ -104,11 +110,7 @@ func (c *Client) followOnce(
 ) (failure *Error, done bool) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	req := &echov1.StreamRequest{ActionIds: filter.ActionIDs, ActionNames: filter.ActionNames, AfterSequence: *after}
-	if filter.HeartbeatInterval > 0 {
-		req.HeartbeatInterval = durationpb.New(filter.HeartbeatInterval)
-	}
-	stream, err := c.raw.Stream(ctx, req)
+	stream, err := c.raw.Stream(ctx, filter.request(*after))
 	if err != nil {
 		return asError(err), false
 	}
@@ -147,6 +149,20 @@ func (c *Client) followOnce(
 			return nil, true
 		}
 	}
+}
+
+// request is the contract's StreamRequest for filter, resuming after after.
+func (filter EventFilter) request(after *uint64) *echov1.StreamRequest {
+	req := &echov1.StreamRequest{
+		ActionIds:     filter.ActionIDs,
+		ActionNames:   filter.ActionNames,
+		States:        filter.States,
+		AfterSequence: after,
+	}
+	if filter.HeartbeatInterval > 0 {
+		req.HeartbeatInterval = durationpb.New(filter.HeartbeatInterval)
+	}
+	return req
 }
 
 func asError(err error) *Error {

@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	echov1 "github.com/echo-actions/echo/clients/go/gen/echo/v1"
 )
@@ -299,12 +298,11 @@ func (s *Session) Cancel(ctx context.Context, id, reason string) (*echov1.Action
 
 // Subscribe adds the events filter selects (its Reconnect is ignored); they
 // arrive under the returned request id. lastSequence is the highest
-// sequence committed when the subscription began.
+// sequence committed when the subscription began. A state the server
+// refuses in filter.States fails this subscribe with INVALID_ARGUMENT, not
+// the session.
 func (s *Session) Subscribe(ctx context.Context, filter EventFilter) (requestID string, lastSequence uint64, err error) {
-	req := &echov1.StreamRequest{ActionIds: filter.ActionIDs, ActionNames: filter.ActionNames, AfterSequence: filter.AfterSequence}
-	if filter.HeartbeatInterval > 0 {
-		req.HeartbeatInterval = durationpb.New(filter.HeartbeatInterval)
-	}
+	req := filter.request(filter.AfterSequence)
 	resp, err := s.request(ctx, &echov1.ConnectRequest{Kind: &echov1.ConnectRequest_Subscribe{Subscribe: req}})
 	if err != nil {
 		return "", 0, err
