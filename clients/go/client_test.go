@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -251,6 +252,90 @@ func TestAStreamReconnectsAfterARetryableEndAndStopsAtAFinalOne(t *testing.T) {
 	}
 }
 
+var finalStates = []echov1.ActionState{
+	echov1.ActionState_ACTION_STATE_SUCCEEDED, echov1.ActionState_ACTION_STATE_FAILED, echov1.ActionState_ACTION_STATE_CANCELLED,
+}
+
+func TestAStreamAsksForItsStatesOnEveryReconnectAndForAllWithoutThem(t *testing.T) {
+	f, c := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	held, err := c.Assign(ctx, "Hold", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := func() (requests []*echov1.StreamRequest) {
+		for _, req := range f.streamRequests {
+			if slices.Equal(req.GetActionIds(), []string{held.GetId()}) {
+				requests = append(requests, req)
+			}
+		}
+		return requests
+	}
+	var states []echov1.ActionState
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		filter := EventFilter{ActionIDs: []string{held.GetId()}, States: finalStates, AfterSequence: Ptr[uint64](0)}
+		for event, err := range c.Events(ctx, filter) {
+			if err != nil {
+				return
+			}
+			if states = append(states, event.GetState()); IsFinal(event.GetState()) {
+				return
+			}
+		}
+	}()
+	defer func() { cancel(); <-done }() // stops the consumer on a failure below
+	if !f.eventually(func() bool { return len(opened()) == 1 }) {
+		t.Fatal("the stream was not opened")
+	}
+	f.dropConnections()
+	if !f.eventually(func() bool { return len(opened()) == 2 }) {
+		t.Fatal("the stream was not opened again after the dropped connection")
+	}
+	if _, err := c.Cancel(ctx, held.GetId(), "enough"); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if !slices.Equal(states, []echov1.ActionState{echov1.ActionState_ACTION_STATE_CANCELLED}) {
+		t.Fatalf("states = %v; want CANCELLED alone, ACCEPTED and RUNNING filtered out", states)
+	}
+
+	for range c.Events(ctx, EventFilter{ActionIDs: []string{held.GetId()}, AfterSequence: Ptr[uint64](0)}) {
+		break
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	requests := opened()
+	for _, req := range requests[:2] {
+		if !slices.Equal(req.GetStates(), finalStates) {
+			t.Errorf("a stream asked for %v; want %v", req.GetStates(), finalStates)
+		}
+	}
+	if last := requests[len(requests)-1]; len(last.GetStates()) != 0 {
+		t.Errorf("a filter without states asked for %v; want every state", last.GetStates())
+	}
+}
+
+func TestAStreamWithARefusedStateEndsWithInvalidArgumentWithoutReconnecting(t *testing.T) {
+	f, c := setup(t)
+	ctx := testContext(t)
+	n := 0
+	for event, err := range c.Events(ctx, EventFilter{States: []echov1.ActionState{echov1.ActionState_ACTION_STATE_UNSPECIFIED}}) {
+		n++
+		var e *Error
+		if !errors.As(err, &e) || e.Code != codes.InvalidArgument || len(e.FieldViolations) != 1 || e.FieldViolations[0].Field != "states[0]" {
+			t.Fatalf("got %v, %v; want INVALID_ARGUMENT naming states[0]", event, err)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n != 1 || len(f.streamRequests) != 1 {
+		t.Fatalf("yielded %d times after %d requests; want one error after one request", n, len(f.streamRequests))
+	}
+}
+
 func TestAStreamEndsAtItsContextsDeadline(t *testing.T) {
 	_, c := setup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
@@ -341,6 +426,43 @@ func TestASessionTiesEventsToTheRequestThatAssignedThem(t *testing.T) {
 	}
 	if err := s.Close(time.Second); err != nil || s.Err() != nil {
 		t.Fatalf("Close = %v, Err = %v", err, s.Err())
+	}
+}
+
+func TestASessionSubscribesToItsStatesAndARefusedStateFailsOnlyThatSubscribe(t *testing.T) {
+	f, c := setup(t)
+	ctx := testContext(t)
+	s, err := c.Connect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	_, _, err = s.Subscribe(ctx, EventFilter{States: []echov1.ActionState{echov1.ActionState(99)}})
+	var e *Error
+	if !errors.As(err, &e) || e.Code != codes.InvalidArgument || len(e.FieldViolations) != 1 || e.FieldViolations[0].Field != "subscribe.states[0]" {
+		t.Fatalf("err = %v; want INVALID_ARGUMENT naming subscribe.states[0]", err)
+	}
+	added, err := c.Assign(ctx, "Add", []any{1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	succeeded := []echov1.ActionState{echov1.ActionState_ACTION_STATE_SUCCEEDED}
+	rid, _, err := s.Subscribe(ctx, EventFilter{ActionIDs: []string{added.GetId()}, States: succeeded, AfterSequence: Ptr[uint64](0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-s.Events():
+		if ev.RequestID != rid || ev.Event.GetActionId() != added.GetId() || ev.Event.GetState() != succeeded[0] {
+			t.Fatalf("event %v under %q; want SUCCEEDED of %s under %q, ACCEPTED and RUNNING filtered out", ev.Event, ev.RequestID, added.GetId(), rid)
+		}
+	case <-ctx.Done():
+		t.Fatal("no event arrived")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if got := f.subscribes[len(f.subscribes)-1].GetStates(); !slices.Equal(got, succeeded) {
+		t.Fatalf("the subscribe asked for %v; want %v", got, succeeded)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,7 +22,9 @@ import (
 // fakeServer is a small in-memory Echo over real sockets, for the client's
 // own tests: it runs "Add" (checking its arguments as the real plan does),
 // "Echo" and "Hold" (stays running until cancelled), journals numbered
-// events, and can be told to fail the next call or to cut every connection.
+// events, filters them by action id, name and state (refusing an unknown
+// state as the real server does), answers session subscribes, and can be
+// told to fail the next call or to cut every connection.
 type fakeServer struct {
 	echov1.UnimplementedEchoServiceServer
 	srv   *grpc.Server
@@ -36,6 +39,7 @@ type fakeServer struct {
 	headers        []metadata.MD
 	deadlines      []time.Duration // of each call, as the server saw it; 0: none
 	streamRequests []*echov1.StreamRequest
+	subscribes     []*echov1.StreamRequest // of sessions, in arrival order
 	failNext       error
 	delay          time.Duration
 	endNext        *echov1.StreamEnd
@@ -150,19 +154,42 @@ func (f *fakeServer) enter(ctx context.Context) error {
 	return err
 }
 
+// invalid is an INVALID_ARGUMENT status naming one bad field.
+func invalid(message, field, description string) error {
+	st, _ := status.New(codes.InvalidArgument, message).WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}},
+	})
+	return st.Err()
+}
+
+// checkStates refuses ACTION_STATE_UNSPECIFIED or a number outside the enum,
+// naming its index under path, as the real server does.
+func checkStates(req *echov1.StreamRequest, path string) error {
+	for i, state := range req.GetStates() {
+		if _, known := echov1.ActionState_name[int32(state)]; !known || state == echov1.ActionState_ACTION_STATE_UNSPECIFIED {
+			return invalid("bad stream filter", fmt.Sprintf("%sstates[%d]", path, i), fmt.Sprintf("not a state: %d", state))
+		}
+	}
+	return nil
+}
+
+// matches reports whether e passes req's filters.
+func matches(req *echov1.StreamRequest, e *echov1.ActionEvent) bool {
+	return (len(req.GetActionIds()) == 0 || slices.Contains(req.GetActionIds(), e.GetActionId())) &&
+		(len(req.GetActionNames()) == 0 || slices.Contains(req.GetActionNames(), e.GetActionName())) &&
+		(len(req.GetStates()) == 0 || slices.Contains(req.GetStates(), e.GetState()))
+}
+
 // assign journals an action; claim, when given, learns its id before any
 // of its events exist.
 func (f *fakeServer) assign(in *echov1.Action, claim func(id string)) (*echov1.Action, error) {
 	if in.GetName() == "" {
-		return nil, status.Error(codes.InvalidArgument, "action.name is required")
+		return nil, invalid("action.name is required", "action.name", "required")
 	}
 	if in.GetName() == "Add" {
 		for i, arg := range in.GetArgs() {
 			if _, ok := arg.GetKind().(*echov1.Value_IntValue); !ok {
-				st, _ := status.New(codes.InvalidArgument, "invalid action").WithDetails(&errdetails.BadRequest{
-					FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fmt.Sprintf("action.args[%d]", i), Description: "expected an integer"}},
-				})
-				return nil, st.Err()
+				return nil, invalid("invalid action", fmt.Sprintf("action.args[%d]", i), "expected an integer")
 			}
 		}
 	}
@@ -282,13 +309,6 @@ func (f *fakeServer) position(req *echov1.StreamRequest) int {
 // on, then with live ones, and heartbeat with the position handled so far
 // (a safe resume point) on each idle tick.
 func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, next int, send func(*echov1.ActionEvent) error, heartbeat func(uint64) error) error {
-	matches := func(e *echov1.ActionEvent) bool {
-		ok := len(req.GetActionIds()) == 0
-		for _, id := range req.GetActionIds() {
-			ok = ok || id == e.GetActionId()
-		}
-		return ok
-	}
 	for {
 		f.mu.Lock()
 		batch := f.events[min(next, len(f.events)):]
@@ -296,7 +316,7 @@ func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, next
 		changed := f.changed
 		f.mu.Unlock()
 		for _, e := range batch {
-			if matches(e) {
+			if matches(req, e) {
 				if err := send(e); err != nil {
 					return err
 				}
@@ -324,6 +344,9 @@ func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreami
 		f.streamRequests = append(f.streamRequests, req)
 		end, f.endNext = f.endNext, nil
 	})
+	if err := checkStates(req, ""); err != nil {
+		return err
+	}
 	if end != nil {
 		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_End{End: end}})
 	}
@@ -337,8 +360,13 @@ func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreami
 }
 
 func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectRequest, echov1.ConnectResponse]) error {
+	// The followers send on the stream, so they end (ctx is cancelled first)
+	// before the handler returns.
+	var followers sync.WaitGroup
+	defer followers.Wait()
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	noHeartbeat := func(uint64) error { return nil }
 	var sendMu sync.Mutex
 	send := func(resp *echov1.ConnectResponse) error {
 		sendMu.Lock()
@@ -348,14 +376,14 @@ func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectReque
 	var owners sync.Map // action id -> request id
 	all := &echov1.StreamRequest{}
 	start := f.position(all)
-	go func() {
+	followers.Go(func() {
 		_ = f.follow(ctx, all, start, func(e *echov1.ActionEvent) error {
 			if owner, ok := owners.Load(e.GetActionId()); ok {
 				return send(&echov1.ConnectResponse{RequestId: owner.(string), Kind: &echov1.ConnectResponse_Event{Event: e}})
 			}
 			return nil
-		}, func(uint64) error { return nil })
-	}()
+		}, noHeartbeat)
+	})
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -363,6 +391,7 @@ func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectReque
 			return nil
 		}
 		var resp *echov1.ConnectResponse
+		var subscribed func() // starts a subscription once its reply is out
 		switch kind := req.GetKind().(type) {
 		case *echov1.ConnectRequest_Assign:
 			var a *echov1.Action
@@ -375,19 +404,50 @@ func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectReque
 			if a, err = f.cancel(kind.Cancel.GetId()); err == nil {
 				resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Cancelled{Cancelled: &echov1.CancelResponse{Action: a}}}
 			}
+		case *echov1.ConnectRequest_Subscribe:
+			filter, rid := kind.Subscribe, req.GetRequestId()
+			f.set(func() { f.subscribes = append(f.subscribes, filter) })
+			if err = checkStates(filter, "subscribe."); err == nil {
+				last := f.position(&echov1.StreamRequest{})
+				start := last
+				if filter.AfterSequence != nil {
+					start = int(filter.GetAfterSequence())
+				}
+				resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Subscribed{Subscribed: &echov1.Subscribed{LastSequence: uint64(last)}}}
+				subscribed = func() {
+					followers.Go(func() {
+						_ = f.follow(ctx, filter, start, func(e *echov1.ActionEvent) error {
+							return send(&echov1.ConnectResponse{RequestId: rid, Kind: &echov1.ConnectResponse_Event{Event: e}})
+						}, noHeartbeat)
+					})
+				}
+			}
 		default:
 			continue
 		}
 		if err != nil {
-			st := status.Convert(err)
-			resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Error{Error: &echov1.RequestError{
-				Code: int32(st.Code()), Message: st.Message(),
-				FieldViolations: []*echov1.FieldViolation{{Field: "action.name", Description: "required"}},
-			}}}
+			resp = &echov1.ConnectResponse{Kind: &echov1.ConnectResponse_Error{Error: requestError(err)}}
 		}
 		resp.RequestId = req.GetRequestId()
 		if err := send(resp); err != nil {
 			return err
 		}
+		if subscribed != nil {
+			subscribed()
+		}
 	}
+}
+
+// requestError is err as a session reports it, field violations included.
+func requestError(err error) *echov1.RequestError {
+	st := status.Convert(err)
+	out := &echov1.RequestError{Code: int32(st.Code()), Message: st.Message()}
+	for _, detail := range st.Details() {
+		if bad, ok := detail.(*errdetails.BadRequest); ok {
+			for _, v := range bad.GetFieldViolations() {
+				out.FieldViolations = append(out.FieldViolations, &echov1.FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
+			}
+		}
+	}
+	return out
 }
