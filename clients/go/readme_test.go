@@ -10,9 +10,10 @@ import (
 	"testing"
 )
 
-// TestReadmeShowsTheExample keeps the README's code the body of Example, so
-// the code a reader copies is the code `go test` runs.
-func TestReadmeShowsTheExample(t *testing.T) {
+// TestReadmeShowsTheExamples keeps the README's go blocks, in order, the
+// bodies of Example and ExampleClient_Events, so the code a reader copies is
+// the code `go test` runs.
+func TestReadmeShowsTheExamples(t *testing.T) {
 	source, err := os.ReadFile("example_test.go")
 	if err != nil {
 		t.Fatal(err)
@@ -21,19 +22,20 @@ func TestReadmeShowsTheExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body string
+	bodies := map[string]string{}
 	for _, decl := range file.Decls {
-		if fn, ok := decl.(*ast.FuncDecl); ok && fn.Name.Name == "Example" {
-			body = string(source[fn.Body.Lbrace+1 : fn.Body.Rbrace-1])
+		if fn, ok := decl.(*ast.FuncDecl); ok {
+			bodies[fn.Name.Name] = string(source[fn.Body.Lbrace+1 : fn.Body.Rbrace-1])
 		}
 	}
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	block := regexp.MustCompile("(?s)```go\n(.*?)```").FindSubmatch(readme)
-	if block == nil {
-		t.Fatal("the README has no go block")
+	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllSubmatch(readme, -1)
+	examples := []string{"Example", "ExampleClient_Events"}
+	if len(blocks) != len(examples) {
+		t.Fatalf("the README has %d go blocks; want %d, one per example", len(blocks), len(examples))
 	}
 	normalize := func(text string) string {
 		var lines []string
@@ -42,7 +44,9 @@ func TestReadmeShowsTheExample(t *testing.T) {
 		}
 		return strings.Join(lines, "\n")
 	}
-	if got, want := normalize(string(block[1])), normalize(body); got != want {
-		t.Fatalf("README block:\n%s\n\nExample body:\n%s", got, want)
+	for i, name := range examples {
+		if got, want := normalize(string(blocks[i][1])), normalize(bodies[name]); got != want {
+			t.Errorf("README block %d:\n%s\n\n%s body:\n%s", i+1, got, name, want)
+		}
 	}
 }
