@@ -9,9 +9,10 @@ Every method takes ``timeout`` (a ``timedelta``); None means the client's
 default for unary calls and no deadline for streams. Failures raise the
 ``EchoError`` subclass of their status code.
 
-Only the I/O lives here: requests are built by ``_requests``, answers and
-errors read by ``_answers``, and an event stream's reconnect decisions made
-by ``_cursor``, which the asyncio client shares.
+Only the I/O lives here, as in the asyncio client: requests are built by
+``_requests``, answers and errors read by ``_answers``, each unary call is
+described by ``_unary``, and an event stream's reconnect decisions are made
+by ``_cursor``.
 """
 
 from __future__ import annotations
