@@ -272,6 +272,24 @@ def test_half_closing_ends_the_session_once_assigned_actions_finish(
     assert len(finals) == 1
 
 
+def _held_at_a_window_of_two_until_acked(session: Session, rid: str) -> None:
+    """Two events come, then only heartbeats (three of them), until an ack
+    lets the rest through to the action's success."""
+    events: list[int] = []
+    beats_after_full = 0
+    for message in session:
+        if message.kind == "event" and message.event is not None:
+            events.append(message.event.sequence)
+            assert len(events) <= 2
+        elif message.kind == "heartbeat" and len(events) == 2:
+            beats_after_full += 1
+            if beats_after_full == 3:
+                break
+    session.ack(events[-1])
+    rest = _until(session, _finished(rid))
+    assert [m.event.state for m in rest if m.event][-1] is State.SUCCEEDED
+
+
 def test_unacknowledged_events_are_held_at_the_window(
     make_server: Callable[..., EchoServer],
 ) -> None:
@@ -283,19 +301,7 @@ def test_unacknowledged_events_are_held_at_the_window(
     with Client(server.address, timeout=WAIT_TD) as client, client.connect() as session:
         session.auto_ack = False
         rid = session.assign("Add", 1, 1)
-        events: list[int] = []
-        beats_after_full = 0
-        for message in session:
-            if message.kind == "event" and message.event is not None:
-                events.append(message.event.sequence)
-                assert len(events) <= 2
-            elif message.kind == "heartbeat" and len(events) == 2:
-                beats_after_full += 1
-                if beats_after_full == 3:
-                    break
-        session.ack(events[-1])
-        rest = _until(session, _finished(rid))
-        assert [m.event.state for m in rest if m.event][-1] is State.SUCCEEDED
+        _held_at_a_window_of_two_until_acked(session, rid)
 
 
 def test_stopping_the_server_ends_sessions_with_a_retryable_end(
@@ -359,19 +365,7 @@ def test_events_released_by_a_late_answer_wait_behind_the_window(
         with client.stream(after=0) as watched:
             assert any(event.state.finished for event in watched)
         finished.set()
-        events: list[int] = []
-        beats_after_full = 0
-        for message in session:
-            if message.kind == "event" and message.event is not None:
-                events.append(message.event.sequence)
-                assert len(events) <= 2
-            elif message.kind == "heartbeat" and len(events) == 2:
-                beats_after_full += 1
-                if beats_after_full == 3:
-                    break
-        session.ack(events[-1])
-        rest = _until(session, _finished(rid))
-        assert [m.event.state for m in rest if m.event][-1] is State.SUCCEEDED
+        _held_at_a_window_of_two_until_acked(session, rid)
 
 
 def test_a_session_subscription_with_a_state_filter_gets_only_those_states(
