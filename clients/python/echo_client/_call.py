@@ -97,6 +97,12 @@ class Backoff:
     ``maximum``, scaled by a random factor in [0.5, 1.5) so that many clients
     cut off at once do not come back at once. ``give_up_after`` bounds the
     total time spent failing in a row.
+
+    The delays start again from ``initial`` only on ``reset``, when the
+    stream delivers again; ``alive`` (the server answered, but delivered
+    nothing) restarts the give-up clock alone. So a server that ends every
+    stream at once is reconnected ever more slowly, while a quiet stream
+    cut now and then is never given up on.
     """
 
     def __init__(
@@ -113,8 +119,13 @@ class Backoff:
         self._failing_since: float | None = None
 
     def reset(self) -> None:
-        """A call worked: the next failure starts from the initial delay."""
+        """The stream delivers: the next failure starts from the initial delay."""
         self._next = self._initial
+        self._failing_since = None
+
+    def alive(self) -> None:
+        """The server answered, so the failures so far were not in a row;
+        the delay goes on growing."""
         self._failing_since = None
 
     def next_delay(self) -> float | None:

@@ -75,15 +75,20 @@ class StreamCursor:
         return requests.resume(self._request, self.last_sequence)
 
     def _received(self, message: echo_service_pb2.StreamResponse) -> Step:
-        """A message arrived, so the connection works again.
+        """A message arrived on the open call.
 
-        A retryable StreamEnd counts as such a message too, so a server that
-        keeps ending streams is reconnected at the initial delay each time;
-        only the stream's deadline (none by default) stops that.
+        Only an event resets the backoff. Every call to a server that ends
+        each stream at once still brings a heartbeat and a StreamEnd; were
+        those enough, it would be reconnected at the initial delay forever.
+        A heartbeat does show the server is there, so it restarts the
+        give-up clock (``Backoff.alive``): a quiet stream is never dropped
+        for a few cuts between its rare events.
         """
-        self._backoff.reset()
         kind = message.WhichOneof("kind")
-        if kind == "heartbeat":
+        if kind == "event":
+            self._backoff.reset()
+        elif kind == "heartbeat":
+            self._backoff.alive()
             self._advance(message.heartbeat.last_sequence)
         elif kind == "end":
             end = message.end

@@ -17,7 +17,7 @@ from echo_client import (
 )
 from echo_client import _requests as requests
 from echo_client._call import Deadline
-from echo_client._cursor import Reopen, StreamCursor
+from echo_client._cursor import Reopen, Step, StreamCursor
 from echo_client._proto.echo.v1 import action_pb2, echo_service_pb2
 
 from tests.clients.python._status import FailedCall
@@ -169,22 +169,66 @@ def test_failures_in_a_row_past_the_backoffs_limit_give_up() -> None:
     assert isinstance(gave_up, UnavailableError)
 
 
-def test_a_message_that_arrives_resets_the_backoff() -> None:
+def _delays(cursor: StreamCursor, steps: list[Step]) -> list[float]:
+    assert all(isinstance(step, Reopen) for step in steps), steps
+    return [step.delay for step in steps if isinstance(step, Reopen)]
+
+
+def _ended_at_once(cursor: StreamCursor, after: int) -> Step:
+    """A call that brought its opening heartbeat and then a retryable end."""
+    assert cursor._received(_heartbeat(after)) is not None
+    return cursor._received(_end(retryable=True, last=after))
+
+
+def test_a_server_that_ends_every_stream_at_once_is_reconnected_ever_slower() -> None:
     cursor = _cursor(
         backoff=Backoff(
             initial=timedelta(milliseconds=10), maximum=timedelta(seconds=10)
         )
     )
-    delays = []
-    for _ in range(4):
-        step = cursor._broken(None)
-        assert isinstance(step, Reopen)
-        delays.append(step.delay)
-    assert delays[-1] > 0.04  # 80ms scaled by [0.5, 1.5)
+    delays = _delays(cursor, [_ended_at_once(cursor, 0) for _ in range(5)])
+    # 10, 20, 40, 80, 160ms, each scaled by [0.5, 1.5): every range is apart
+    # from the one two steps on, and the last is beyond the first's.
+    assert all(
+        later > earlier for earlier, later in zip(delays, delays[2:], strict=False)
+    )
+    assert delays[0] < 0.015
+    assert delays[-1] >= 0.08
+    assert cursor.reconnects == 5
+
+
+def test_an_event_resets_the_backoff_and_a_heartbeat_does_not() -> None:
+    cursor = _cursor(
+        backoff=Backoff(
+            initial=timedelta(milliseconds=10), maximum=timedelta(seconds=10)
+        )
+    )
+    delays = _delays(cursor, [cursor._broken(None) for _ in range(4)])
+    assert delays[-1] >= 0.04  # 80ms scaled by [0.5, 1.5)
     cursor._received(_heartbeat(1))
-    step = cursor._broken(None)
-    assert isinstance(step, Reopen)
-    assert step.delay < 0.015
+    [grown] = _delays(cursor, [cursor._broken(None)])
+    assert grown >= 0.08  # 160ms scaled
+    cursor._received(_event(2))
+    [reset] = _delays(cursor, [cursor._broken(None)])
+    assert reset < 0.015
+
+
+def test_a_heartbeat_restarts_the_give_up_clock() -> None:
+    """A quiet stream that is cut now and then, with no event between the
+    cuts, goes on: the server answered in between."""
+    cursor = _cursor(
+        backoff=Backoff(
+            initial=timedelta(milliseconds=1), give_up_after=timedelta(seconds=-1)
+        )
+    )
+    # A negative limit gives up at the second failure in a row, whatever
+    # the clock; a heartbeat between failures keeps each one the first.
+    for sequence in range(3):
+        assert isinstance(_ended_at_once(cursor, sequence), Reopen)
+    # No heartbeat since the last end: this cut is the second in a row.
+    gave_up = cursor._broken(None)
+    assert isinstance(gave_up, EchoError)
+    assert "gave up" in gave_up.message
 
 
 def test_each_reconnect_is_logged_at_info_with_its_cause(
