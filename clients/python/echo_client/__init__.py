@@ -28,6 +28,7 @@ from echo_client._errors import (
     UnavailableError,
 )
 from echo_client._types import (
+    FINAL_STATES,
     Action,
     ActionError,
     ActionRequest,
@@ -44,6 +45,7 @@ from echo_client._values import Json, from_value, to_value
 
 __all__ = [
     "DEFAULT_TARGET",
+    "FINAL_STATES",
     "Action",
     "ActionError",
     "ActionRequest",

@@ -49,6 +49,7 @@ from echo_client._types import (
     Event,
     Options,
     Signature,
+    StateLike,
 )
 
 __all__ = ["AsyncClient", "AsyncEventStream", "AsyncSession"]
@@ -161,6 +162,7 @@ class AsyncClient:
         after: int | None = None,
         action_ids: Iterable[str] = (),
         names: Iterable[str] = (),
+        states: Iterable[StateLike] = (),
         heartbeat: timedelta | None = None,
         reconnect: bool = True,
         timeout: timedelta | None = None,
@@ -170,7 +172,11 @@ class AsyncClient:
         return AsyncEventStream(
             self,
             requests.stream(
-                after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
+                after=after,
+                action_ids=action_ids,
+                names=names,
+                heartbeat=heartbeat,
+                states=states,
             ),
             reconnect=reconnect,
             deadline=Deadline(timeout),
@@ -332,6 +338,7 @@ class AsyncSession:
         after: int | None = None,
         action_ids: Iterable[str] = (),
         names: Iterable[str] = (),
+        states: Iterable[StateLike] = (),
         heartbeat: timedelta | None = None,
         request_id: str | None = None,
     ) -> str:
@@ -343,6 +350,7 @@ class AsyncSession:
                 action_ids=action_ids,
                 names=names,
                 heartbeat=heartbeat,
+                states=states,
             )
         )
 

@@ -51,6 +51,7 @@ from echo_client._types import (
     Event,
     Options,
     Signature,
+    StateLike,
 )
 
 __all__ = ["Client", "EventStream", "Session"]
@@ -174,6 +175,7 @@ class Client:
         after: int | None = None,
         action_ids: Iterable[str] = (),
         names: Iterable[str] = (),
+        states: Iterable[StateLike] = (),
         heartbeat: timedelta | None = None,
         reconnect: bool = True,
         timeout: timedelta | None = None,
@@ -185,6 +187,11 @@ class Client:
             after: replay journaled events above this sequence first; None
                 for live events only.
             action_ids, names: filters; empty means all.
+            states: only events in these states (``State`` values, their
+                names, or the contract's numbers), e.g. ``FINAL_STATES`` for
+                results alone; empty means all. A reconnect asks for them
+                again. The server refuses UNSPECIFIED or an unknown number
+                with ``InvalidArgumentError``, which ends the stream.
             heartbeat: ask the server for this heartbeat interval.
             reconnect: reopen a broken stream (with jittered backoff) and
                 resume after the last sequence seen.
@@ -195,7 +202,11 @@ class Client:
         return EventStream(
             self,
             requests.stream(
-                after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
+                after=after,
+                action_ids=action_ids,
+                names=names,
+                heartbeat=heartbeat,
+                states=states,
             ),
             reconnect=reconnect,
             deadline=Deadline(timeout),
@@ -205,9 +216,10 @@ class Client:
     def wait(self, action_id: str, *, timeout: timedelta | None = None) -> Action:
         """Block until the action finished; returns it in its final state.
 
-        Opens an event stream for the action first, then reads the action:
-        if it already finished that is the answer, otherwise its final event
-        is. Raises ``DeadlineExceededError`` when ``timeout`` passes first.
+        Opens an event stream for the action's final states first, then
+        reads the action: if it already finished that is the answer,
+        otherwise its final event is. Raises ``DeadlineExceededError`` when
+        ``timeout`` passes first.
         """
         deadline = Deadline(timeout)
         with EventStream(
@@ -380,6 +392,7 @@ class Session(Iterator[SessionMessage]):
         after: int | None = None,
         action_ids: Iterable[str] = (),
         names: Iterable[str] = (),
+        states: Iterable[StateLike] = (),
         heartbeat: timedelta | None = None,
         request_id: str | None = None,
     ) -> str:
@@ -391,6 +404,7 @@ class Session(Iterator[SessionMessage]):
                 action_ids=action_ids,
                 names=names,
                 heartbeat=heartbeat,
+                states=states,
             )
         )
 

@@ -15,7 +15,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 
 from echo_client._proto.echo.v1 import action_pb2, echo_service_pb2
-from echo_client._types import ActionRequest, Options, requests_to_proto
+from echo_client._types import (
+    FINAL_STATES,
+    ActionRequest,
+    Options,
+    StateLike,
+    requests_to_proto,
+    state_to_proto,
+)
 
 __all__ = [
     "RequestIds",
@@ -115,9 +122,17 @@ def stream(
     action_ids: Iterable[str],
     names: Iterable[str],
     heartbeat: timedelta | None,
+    states: Iterable[StateLike] = (),
 ) -> echo_service_pb2.StreamRequest:
+    """A Stream's (or a subscribe's) filter; empty filters ask for all.
+
+    Raises:
+        ValueError, TypeError: a state that is none (see ``state_to_proto``).
+    """
     request = echo_service_pb2.StreamRequest(
-        action_ids=list(action_ids), action_names=list(names)
+        action_ids=list(action_ids),
+        action_names=list(names),
+        states=[state_to_proto(state) for state in states],
     )
     if after is not None:
         request.after_sequence = after
@@ -127,8 +142,15 @@ def stream(
 
 
 def wait_stream(action_id: str) -> echo_service_pb2.StreamRequest:
-    """The live events of one action, which ``wait`` watches."""
-    return stream(after=None, action_ids=[action_id], names=(), heartbeat=None)
+    """The live final event of one action, which ``wait`` watches: the
+    transitions before it would cross the wire for nothing."""
+    return stream(
+        after=None,
+        action_ids=[action_id],
+        names=(),
+        heartbeat=None,
+        states=FINAL_STATES,
+    )
 
 
 def resume(
@@ -186,11 +208,16 @@ def connect_subscribe(
     action_ids: Iterable[str],
     names: Iterable[str],
     heartbeat: timedelta | None,
+    states: Iterable[StateLike] = (),
 ) -> echo_service_pb2.ConnectRequest:
     return echo_service_pb2.ConnectRequest(
         request_id=request_id,
         subscribe=stream(
-            after=after, action_ids=action_ids, names=names, heartbeat=heartbeat
+            after=after,
+            action_ids=action_ids,
+            names=names,
+            heartbeat=heartbeat,
+            states=states,
         ),
     )
 

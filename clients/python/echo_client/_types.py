@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -49,12 +49,52 @@ class State(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+        return self in FINAL_STATES
+
+
+FINAL_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+"""The states the contract marks final: an action has no event after one."""
+
+StateLike = State | str | int
+"""A state as a caller names it: a ``State``; its name in any case, with or
+without the contract's ``ACTION_STATE_`` prefix; or an ``ActionState``
+number of the contract."""
+
+_INT32 = range(-(2**31), 2**31)
 
 
 def _state(value: int) -> State:
     name = action_pb2.ActionState.Name(value).removeprefix("ACTION_STATE_")
     return State(name.lower())
+
+
+def state_to_proto(value: StateLike) -> action_pb2.ActionState:
+    """The contract's number of a state, for a stream's filter.
+
+    A number is sent as it is: the server, not the client, refuses
+    UNSPECIFIED or a number outside the enum (with INVALID_ARGUMENT), as it
+    does for the other clients.
+
+    Raises:
+        ValueError: a name that is not a state's, or a number beyond int32.
+        TypeError: neither a ``State``, a name nor a number.
+    """
+    if isinstance(value, State):
+        number = action_pb2.ActionState.Value(f"ACTION_STATE_{value.name}")
+    elif isinstance(value, str):
+        name = value.upper().removeprefix("ACTION_STATE_")
+        try:
+            number = action_pb2.ActionState.Value(f"ACTION_STATE_{name}")
+        except ValueError:
+            raise ValueError(f"not a state: {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if value not in _INT32:
+            raise ValueError(f"a state number is an int32, not {value}")
+        number = value
+    else:
+        raise TypeError(f"a state is a State, its name or its number, not {value!r}")
+    # The stubs type the field's values as the enum; any int32 goes on the wire.
+    return cast(action_pb2.ActionState, number)
 
 
 def _duration(span: timedelta) -> duration_pb2.Duration:

@@ -51,7 +51,15 @@ from echo_client._errors import (
     UnavailableError,
 )
 from echo_client._lines import LineError, ParsedLine, coerce_words, dumps, parse_line
-from echo_client._types import Action, Assigned, Event, Options, Signature, State
+from echo_client._types import (
+    FINAL_STATES,
+    Action,
+    Assigned,
+    Event,
+    Options,
+    Signature,
+    State,
+)
 
 __all__ = ["app", "main"]
 
@@ -352,7 +360,7 @@ def shutdown(
 
 
 @app.command(cls=_Command)
-def stream(
+def stream(  # noqa: PLR0917 - typer maps each parameter to a flag
     ctx: typer.Context,
     after: Annotated[
         int | None,
@@ -369,6 +377,14 @@ def stream(
         list[str] | None,
         typer.Option("--name", help="Only this action name (repeatable)."),
     ] = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            metavar="NAME",
+            help="Only events in this state, e.g. succeeded (repeatable).",
+        ),
+    ] = None,
     count: Annotated[
         int | None,
         typer.Option(
@@ -378,16 +394,22 @@ def stream(
 ) -> None:
     """Print events as JSON lines as they happen; reconnects and resumes.
 
-    Runs until --count events are printed or Ctrl-C (exit status 130).
+    --state keeps the events in the states named (e.g. --state succeeded
+    --state failed --state cancelled for outcomes alone). Runs until
+    --count events are printed or Ctrl-C (exit status 130).
     """
     for word in (*(action_id or ()), *(name or ())):
         _utf8(word, "--id/--name")
+    states = _states(state or ())
     printed = 0
     try:
         with (
             _client(_settings(ctx)) as client,
             client.stream(
-                after=after, action_ids=action_id or (), names=name or ()
+                after=after,
+                action_ids=action_id or (),
+                names=name or (),
+                states=states,
             ) as events,
         ):
             for event in events:
@@ -400,6 +422,20 @@ def stream(
         raise typer.Exit(_report(exc)) from None
     except KeyboardInterrupt:
         raise typer.Exit(INTERRUPTED) from None
+
+
+def _states(names: Iterable[str]) -> list[State]:
+    """The states ``--state`` names, in any case; a usage exit for a name
+    that is none (UNSPECIFIED, which the server refuses, included)."""
+    known = {s.value: s for s in State if s is not State.UNSPECIFIED}
+    out: list[State] = []
+    for name in names:
+        found = known.get(name.lower().removeprefix("action_state_"))
+        if found is None:
+            _note(f"--state {name!r}: expected one of {', '.join(known)}")
+            raise typer.Exit(USAGE)
+        out.append(found)
+    return out
 
 
 # -- assign -----------------------------------------------------------------
@@ -646,7 +682,8 @@ class _Bulk:
                 return self._status
             self._progress = _Progress(len(parsed), stream=sys.stderr)
             names = {p.request.name for p in parsed}
-            events = client.stream(names=names)
+            # Outcomes only: the transitions before them are of no use here.
+            events = client.stream(names=names, states=FINAL_STATES)
             try:
                 await events.start()
                 consumer = asyncio.create_task(self._consume(events))

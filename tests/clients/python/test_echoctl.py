@@ -210,6 +210,44 @@ def test_stream_prints_events_as_json_lines(server: EchoServer, client: Client) 
     assert run.lines[-1]["state"] == "succeeded"
 
 
+def test_stream_prints_only_the_states_asked_for(
+    server: EchoServer, client: Client
+) -> None:
+    for a, b in ((1, 1), (2, 2)):
+        client.wait(
+            client.assign("Add", a, b).action.id, timeout=timedelta(seconds=WAIT)
+        )
+    run = echoctl(
+        server.address,
+        "stream",
+        "--after",
+        "0",
+        "--state",
+        "SUCCEEDED",
+        "--state",
+        "running",
+        "--count",
+        "4",
+    )
+    assert run.code == 0, run.stderr
+    assert [(line["state"], line.get("result")) for line in run.lines] == [
+        ("running", None),
+        ("succeeded", 2),
+        ("running", None),
+        ("succeeded", 4),
+    ]
+
+
+@pytest.mark.parametrize("name", ["done", "unspecified"])
+def test_stream_refuses_a_state_name_that_is_none(
+    server: EchoServer, name: str
+) -> None:
+    run = echoctl(server.address, "stream", "--state", name, "--count", "1")
+    assert run.code == 2
+    assert f"--state {name!r}" in run.stderr
+    assert "succeeded" in run.stderr
+
+
 def test_an_unreachable_server_exits_three(unused_port: int) -> None:
     run = echoctl(f"127.0.0.1:{unused_port}", "--timeout", "1", "signatures")
     assert run.code == 3

@@ -7,8 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from echo_client import ActionRequest, Options, RetryPolicy
+from echo_client import FINAL_STATES, ActionRequest, Options, RetryPolicy, State
 from echo_client import _requests as requests
+from echo_client._proto.echo.v1 import action_pb2
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -91,6 +92,76 @@ def test_a_resumed_stream_keeps_its_filters_and_asks_after_the_last_sequence() -
     assert again.after_sequence == 41
     assert not first.HasField("after_sequence")
     assert not requests.resume(first, None).HasField("after_sequence")
+
+
+def test_a_state_is_sent_by_its_number_however_the_caller_names_it() -> None:
+    named = [
+        State.SUCCEEDED,
+        "failed",
+        "CANCELLED",
+        "action_state_running",
+        action_pb2.ACTION_STATE_PROGRESS,
+    ]
+    sent = requests.stream(
+        after=None, action_ids=(), names=(), heartbeat=None, states=named
+    )
+    assert list(sent.states) == [
+        action_pb2.ACTION_STATE_SUCCEEDED,
+        action_pb2.ACTION_STATE_FAILED,
+        action_pb2.ACTION_STATE_CANCELLED,
+        action_pb2.ACTION_STATE_RUNNING,
+        action_pb2.ACTION_STATE_PROGRESS,
+    ]
+    assert not requests.stream(
+        after=None, action_ids=(), names=(), heartbeat=None
+    ).states
+
+
+def test_numbers_the_server_refuses_are_still_sent_for_it_to_judge() -> None:
+    sent = requests.stream(
+        after=None,
+        action_ids=(),
+        names=(),
+        heartbeat=None,
+        states=[State.UNSPECIFIED, 0, 99],
+    )
+    assert list(sent.states) == [0, 0, 99]
+
+
+@pytest.mark.parametrize(
+    ("state", "error"),
+    [("done", ValueError), (2**31, ValueError), (True, TypeError), (7.0, TypeError)],
+)
+def test_a_state_that_is_no_state_is_refused_before_any_call(
+    state: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="state"):
+        requests.stream(
+            after=None,
+            action_ids=(),
+            names=(),
+            heartbeat=None,
+            states=[state],  # type: ignore[list-item]
+        )
+
+
+def test_wait_asks_for_final_states_only_and_again_on_resume() -> None:
+    first = requests.wait_stream("id-1")
+    finals = [
+        action_pb2.ACTION_STATE_SUCCEEDED,
+        action_pb2.ACTION_STATE_FAILED,
+        action_pb2.ACTION_STATE_CANCELLED,
+    ]
+    assert list(first.states) == finals
+    assert set(FINAL_STATES) == {State.SUCCEEDED, State.FAILED, State.CANCELLED}
+    assert list(requests.resume(first, 12).states) == finals
+
+
+def test_a_subscribe_carries_its_states() -> None:
+    sent = requests.connect_subscribe(
+        "s", after=None, action_ids=(), names=(), heartbeat=None, states=["failed"]
+    )
+    assert list(sent.subscribe.states) == [action_pb2.ACTION_STATE_FAILED]
 
 
 def test_shutdown_carries_its_grace_and_the_admin_token_as_metadata() -> None:
