@@ -67,7 +67,10 @@ export interface ActionInit extends ActionOptionsInit {
   args?: readonly Arg[];
 }
 
-const FINAL = new Set([ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED]);
+/** The states the contract marks final; `wait` asks for these alone. */
+export const FINAL_STATES: readonly ActionState[] = Object.freeze([ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED]);
+
+const FINAL = new Set(FINAL_STATES);
 
 /** True for SUCCEEDED, FAILED and CANCELLED: the action will not change again. */
 export function isFinal(state: ActionState): boolean {

@@ -1,6 +1,11 @@
 /** Jittered exponential backoff, for reconnecting a broken stream. */
 
-/** How reconnects are spaced. Every field is optional. */
+/**
+ * How reconnects are spaced. Every field is optional. The delay grows with
+ * each reconnect since the stream last delivered an event, so a server that
+ * ends every stream at once is asked ever more slowly; only an event starts
+ * it from `initialMs` again.
+ */
 export interface BackoffOptions {
   /** Delay before the first reconnect. Default 100 ms. */
   initialMs?: number;
@@ -11,8 +16,9 @@ export interface BackoffOptions {
   /** Each delay is scaled by a random factor in [1 - jitter, 1 + jitter]. Default 0.2. */
   jitter?: number;
   /**
-   * Reconnects in a row, without a message in between, before giving up.
-   * Default 10. A stream that delivers anything starts counting again.
+   * Reconnects in a row, without a heartbeat or an event in between, before
+   * giving up. Default 10. Either starts counting again: the server is
+   * there, so a quiet stream cut now and then is never given up on.
    */
   maxAttempts?: number;
 }

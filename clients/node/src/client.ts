@@ -13,7 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { type CallOptions as ConnectCallOptions, type Client, createClient, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { type ActionInit, type ActionOptionsInit, isFinal, toAction } from "./actions.js";
+import { type ActionInit, type ActionOptionsInit, FINAL_STATES, isFinal, toAction } from "./actions.js";
 import { type BackoffOptions, backoffDelayMs, resolveBackoff, sleep } from "./backoff.js";
 import { StreamDeadline } from "./deadline.js";
 import { ActionFailedError, Code, DeadlineExceededError, type EchoError, echoError, toEchoError, UnavailableError } from "./errors.js";
@@ -195,9 +195,16 @@ export class EchoClient {
       timeoutMs: deadline === undefined ? undefined : Math.max(1, deadline - Date.now()),
     });
     // Subscribing replays the action's journaled events from the start, so a
-    // final event is seen even when it came before the stream opened. A
-    // heartbeat re-reads the action, in case its events were pruned.
-    const messages = this.messages({ actionIds: [id], afterSequence: 0n, timeoutMs: options.timeoutMs, signal: options.signal });
+    // final event is seen even when it came before the stream opened; asking
+    // for the final states alone keeps the transitions before it off the
+    // wire. A heartbeat re-reads the action, in case its events were pruned.
+    const messages = this.messages({
+      actionIds: [id],
+      states: [...FINAL_STATES],
+      afterSequence: 0n,
+      timeoutMs: options.timeoutMs,
+      signal: options.signal,
+    });
     for await (const kind of messages) {
       if (kind.case === "event" && isFinal(kind.value.state)) return this.get(id, remaining());
       if (kind.case === "heartbeat") {
@@ -238,7 +245,12 @@ export class EchoClient {
     const backoff = resolveBackoff(filter.reconnect ?? this.reconnect);
     const deadline = filter.timeoutMs === undefined ? undefined : Date.now() + filter.timeoutMs;
     let after = filter.afterSequence;
+    // Failed calls since the last heartbeat or event: past maxAttempts, give up.
     let failures = 0;
+    // Reconnects since the last event: each waits longer. A server that ends
+    // every stream at once still sends a heartbeat first, so heartbeats must
+    // not start the delays again.
+    let attempt = 0;
     for (;;) {
       let failure: EchoError;
       let minimumDelayMs = 0;
@@ -260,11 +272,13 @@ export class EchoClient {
           const options = this.callOptions({ signal: call.signal }, 0);
           const messages = this.raw.stream(request, { ...options, headers: { ...options.headers, ...call.headers } });
           for await (const message of messages) {
-            failures = 0;
             const kind = message.kind;
             if (kind.case === "event") {
+              failures = 0;
+              attempt = 0;
               after = kind.value.sequence;
             } else if (kind.case === "heartbeat") {
+              failures = 0;
               // The server's safe resume point: every matching event up to it
               // was delivered, so a quiet or live stream resumes from there.
               if (after === undefined || kind.value.lastSequence > after) after = kind.value.lastSequence;
@@ -287,15 +301,24 @@ export class EchoClient {
         minimumDelayMs = failure.retryDelayMs ?? 0;
       }
       failures += 1;
+      attempt += 1;
       if (failures > backoff.maxAttempts) throw failure;
-      let delayMs = Math.max(minimumDelayMs, backoffDelayMs(failures, backoff));
+      let delayMs = Math.max(minimumDelayMs, backoffDelayMs(attempt, backoff));
       if (deadline !== undefined) delayMs = Math.min(delayMs, Math.max(0, deadline - Date.now()));
       try {
-        await sleep(delayMs, filter.signal);
+        await this.pause(delayMs, filter.signal);
       } catch (error) {
         throw toEchoError(error);
       }
     }
+  }
+
+  /**
+   * Waits `ms` before a stream reconnects, or rejects once `signal` aborts.
+   * A subclass may replace it, as the tests do to count the delays.
+   */
+  protected pause(ms: number, signal?: AbortSignal): Promise<void> {
+    return sleep(ms, signal);
   }
 }
 

@@ -240,6 +240,49 @@ describe("EchoClient against a fake server", { timeout: 60_000 }, () => {
     await client.cancel(action.id);
   });
 
+  it("waits with a stream that asks for the action's final states only", async () => {
+    const action = await client.assign("Echo", ["w"]);
+    const done = await client.wait(action.id, { timeoutMs: 5000 });
+    assert.equal(done.state, ActionState.SUCCEEDED);
+    const asked = server.streamRequests.filter((request) => request.actionIds[0] === action.id);
+    assert.equal(asked.length, 1);
+    assert.deepEqual(asked[0]?.states, [ActionState.SUCCEEDED, ActionState.FAILED, ActionState.CANCELLED]);
+  });
+
+  it("reconnects a server that ends every stream at once ever more slowly, until an event arrives", async () => {
+    const stop = new AbortController();
+    const delays: number[] = [];
+    let held: string | undefined;
+    class CountingClient extends EchoClient {
+      protected override async pause(ms: number): Promise<void> {
+        delays.push(ms);
+        // The third delay journals an event, which the next call delivers.
+        if (delays.length === 3) held = (await client.assign("Hold", [])).id;
+        if (delays.length === 5) stop.abort(new Error("counted enough"));
+        stop.signal.throwIfAborted();
+      }
+    }
+    // maxAttempts 2: the heartbeat that opens each call keeps it from giving up.
+    const counting = new CountingClient(target, { reconnect: { initialMs: 1, maxMs: 1000, multiplier: 2, jitter: 0, maxAttempts: 2 } });
+    server.endEveryStream = { reason: "server shutting down", retryable: true };
+    const seen: ActionState[] = [];
+    try {
+      const iterate = async (): Promise<void> => {
+        // ACCEPTED alone: Hold's one event, whenever it runs.
+        for await (const event of counting.events({ actionNames: ["Hold"], states: [ActionState.ACCEPTED], signal: stop.signal })) {
+          seen.push(event.state);
+        }
+      };
+      await assert.rejects(iterate(), /counted enough/);
+    } finally {
+      server.endEveryStream = undefined;
+      counting.close();
+      if (held !== undefined) await client.cancel(held);
+    }
+    assert.deepEqual(delays, [1, 2, 4, 1, 2], "heartbeats and ends do not start the delays again; the event does");
+    assert.deepEqual(seen, [ActionState.ACCEPTED]);
+  });
+
   it("gives up reconnecting after maxAttempts failures in a row", async () => {
     const lonely = new EchoClient("127.0.0.1:1", { reconnect: { initialMs: 1, maxMs: 2, maxAttempts: 2 } });
     try {

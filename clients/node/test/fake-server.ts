@@ -71,6 +71,11 @@ export class FakeEcho {
   delayMs = 0;
   /** Sent by the next Stream call as its first message (then cleared). */
   endNextStream: { reason: string; retryable: boolean } | undefined;
+  /**
+   * When set, every Stream call ends as soon as it caught up: a heartbeat,
+   * the journaled events it asks for, then this end.
+   */
+  endEveryStream: { reason: string; retryable: boolean } | undefined;
   heartbeatMs = 50;
   /** Stream and Connect calls whose handler is still running. */
   openStreams = 0;
@@ -253,6 +258,15 @@ export class FakeEcho {
     this.endNextStream = undefined;
     if (end !== undefined) {
       yield { kind: { case: "end", value: { ...end, lastSequence: request.afterSequence ?? 0n } } };
+      return;
+    }
+    if (this.endEveryStream !== undefined) {
+      const head = this.events.length;
+      yield { kind: { case: "heartbeat", value: { lastSequence: request.afterSequence ?? BigInt(head) } } };
+      for (const event of this.events.slice(Number(request.afterSequence ?? head), head)) {
+        if (matches(event, request)) yield { kind: { case: "event", value: event } };
+      }
+      yield { kind: { case: "end", value: { ...this.endEveryStream, lastSequence: BigInt(head) } } };
       return;
     }
     for await (const item of this.follow(request, context.signal)) {
