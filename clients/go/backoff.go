@@ -38,7 +38,9 @@ func (b Backoff) resolved() Backoff {
 	case b.Jitter == 0:
 		b.Jitter = 0.2
 	case b.Jitter < 0:
-		b.Jitter = 0
+		// None, kept negative: a stream resolves its Backoff and Delay
+		// resolves it again, which would read a zero as the default.
+		b.Jitter = -1
 	case b.Jitter > 1:
 		b.Jitter = 1
 	}
@@ -53,7 +55,7 @@ func (b Backoff) resolved() Backoff {
 func (b Backoff) Delay(attempt int, r float64) time.Duration {
 	b = b.resolved()
 	base := math.Min(float64(b.Max), float64(b.Initial)*math.Pow(b.Multiplier, float64(attempt-1)))
-	return time.Duration(base * (1 + b.Jitter*(2*r-1)))
+	return time.Duration(base * (1 + max(b.Jitter, 0)*(2*r-1)))
 }
 
 // sleep waits d or until ctx ends, and returns ctx's error in that case.

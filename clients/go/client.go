@@ -89,7 +89,7 @@ func Dial(target string, opts ...Option) (*Client, error) {
 }
 
 func connectBackoff(b Backoff) backoff.Config {
-	return backoff.Config{BaseDelay: b.Initial, Multiplier: b.Multiplier, Jitter: b.Jitter, MaxDelay: b.Max}
+	return backoff.Config{BaseDelay: b.Initial, Multiplier: b.Multiplier, Jitter: max(b.Jitter, 0), MaxDelay: b.Max}
 }
 
 // Close closes the connection; calls still running fail.

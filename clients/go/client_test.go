@@ -513,6 +513,10 @@ func TestBackoffGrowsToItsCapWithinTheJitterBand(t *testing.T) {
 			t.Errorf("Delay(%d) = %v; want %v", attempt, got, want)
 		}
 	}
+	// A stream resolves its Backoff before asking for a delay.
+	if lo, hi := b.resolved().Delay(1, 0), b.resolved().Delay(1, 0.999999); lo != hi {
+		t.Errorf("a negative jitter spreads a resolved Backoff's delay over [%v, %v]; want none", lo, hi)
+	}
 	j := Backoff{Initial: time.Second, Jitter: 0.2}
 	if lo, hi := j.Delay(1, 0), j.Delay(1, 0.999999); lo != 800*time.Millisecond || hi < 1199*time.Millisecond {
 		t.Errorf("jitter band = [%v, %v]; want [800ms, 1.2s)", lo, hi)
