@@ -8,7 +8,9 @@ import (
 )
 
 // Backoff spaces the reconnects of an event stream. Zero fields take the
-// defaults given.
+// defaults given. The delay grows with each reconnect since the stream last
+// delivered an event, so a server that ends every stream at once is asked
+// ever more slowly; only an event starts it from Initial again.
 type Backoff struct {
 	// Initial is the delay before the first reconnect. Default 100 ms.
 	Initial time.Duration
@@ -19,8 +21,10 @@ type Backoff struct {
 	// Jitter scales each delay by a random factor in [1-Jitter, 1+Jitter].
 	// Default 0.2; negative means none.
 	Jitter float64
-	// MaxAttempts is how many reconnects in a row, without a message in
-	// between, end the stream with the last error. Default 10.
+	// MaxAttempts is how many reconnects in a row, without a heartbeat or
+	// an event in between, end the stream with the last error. Default 10.
+	// Either starts the count again: the server is there, so a quiet stream
+	// cut now and then is never given up on.
 	MaxAttempts int
 }
 

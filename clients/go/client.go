@@ -2,6 +2,7 @@ package echo
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,6 +27,9 @@ type options struct {
 	headers     []string
 	trace       func(context.Context) (TraceContext, bool)
 	dial        []grpc.DialOption
+	// sleep waits between a stream's reconnects; tests replace it to count
+	// the delays.
+	sleep func(context.Context, time.Duration) error
 }
 
 // Option configures a Client.
@@ -64,7 +68,7 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // Dial returns a client of the server at target ("host:port" or any gRPC
 // target). Connecting is lazy: the first call connects.
 func Dial(target string, opts ...Option) (*Client, error) {
-	c := &Client{opts: options{callTimeout: 30 * time.Second}}
+	c := &Client{opts: options{callTimeout: 30 * time.Second, sleep: sleep}}
 	for _, opt := range opts {
 		opt(&c.opts)
 	}
@@ -197,21 +201,24 @@ func (c *Client) ListSignatures(ctx context.Context) ([]*echov1.ActionSignature,
 	return resp.GetSignatures(), nil
 }
 
+// finals are the states IsFinal holds for; Wait asks for these alone.
+var finals = []echov1.ActionState{
+	echov1.ActionState_ACTION_STATE_SUCCEEDED, echov1.ActionState_ACTION_STATE_FAILED, echov1.ActionState_ACTION_STATE_CANCELLED,
+}
+
 // IsFinal reports whether state is SUCCEEDED, FAILED or CANCELLED.
 func IsFinal(state echov1.ActionState) bool {
-	switch state {
-	case echov1.ActionState_ACTION_STATE_SUCCEEDED, echov1.ActionState_ACTION_STATE_FAILED, echov1.ActionState_ACTION_STATE_CANCELLED:
-		return true
-	}
-	return false
+	return slices.Contains(finals, state)
 }
 
 // Wait returns the action once it is final. It waits as long as ctx allows.
 func (c *Client) Wait(ctx context.Context, id string) (*echov1.Action, error) {
 	// Replaying the action's journaled events from the start sees a final
-	// event even when it came before the stream opened. A heartbeat re-reads
-	// the action, in case its events were pruned.
-	for msg, err := range c.messages(ctx, EventFilter{ActionIDs: []string{id}, AfterSequence: Ptr[uint64](0)}) {
+	// event even when it came before the stream opened; asking for the final
+	// states alone keeps the transitions before it off the wire. A heartbeat
+	// re-reads the action, in case its events were pruned.
+	filter := EventFilter{ActionIDs: []string{id}, States: slices.Clone(finals), AfterSequence: Ptr[uint64](0)}
+	for msg, err := range c.messages(ctx, filter) {
 		if err != nil {
 			return nil, err
 		}

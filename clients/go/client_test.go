@@ -379,6 +379,69 @@ func TestWaitKeepsItsInnerCallsWithinItsContext(t *testing.T) {
 	}
 }
 
+func TestWaitAsksForTheActionsFinalStatesOnly(t *testing.T) {
+	f, c := setup(t)
+	ctx := testContext(t)
+	a, err := c.Assign(ctx, "Echo", []any{"w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, err := c.Wait(ctx, a.GetId()); err != nil || done.GetState() != echov1.ActionState_ACTION_STATE_SUCCEEDED {
+		t.Fatalf("Wait = %v, %v", done, err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var asked [][]echov1.ActionState
+	for _, req := range f.streamRequests {
+		if slices.Equal(req.GetActionIds(), []string{a.GetId()}) {
+			asked = append(asked, req.GetStates())
+		}
+	}
+	if len(asked) != 1 || !slices.Equal(asked[0], finalStates) {
+		t.Fatalf("Wait's streams asked for %v; want one asking for %v", asked, finalStates)
+	}
+}
+
+func TestAServerThatEndsEveryStreamAtOnceIsReconnectedEverMoreSlowlyUntilAnEvent(t *testing.T) {
+	// MaxAttempts 2: the heartbeat that opens each call keeps it from giving up.
+	f, c := setup(t, WithReconnect(Backoff{Initial: time.Millisecond, Max: time.Second, Multiplier: 2, Jitter: -1, MaxAttempts: 2}))
+	f.set(func() { f.endEvery = &echov1.StreamEnd{Reason: "server shutting down", Retryable: true} })
+	ctx, stop := context.WithCancel(testContext(t))
+	defer stop()
+	var delays []time.Duration
+	c.opts.sleep = func(ctx context.Context, d time.Duration) error {
+		delays = append(delays, d)
+		switch len(delays) {
+		case 3: // journals an event, which the next call delivers
+			if _, err := c.Assign(ctx, "Hold", nil); err != nil {
+				t.Error(err)
+			}
+		case 5:
+			stop()
+		}
+		return ctx.Err()
+	}
+	var states []echov1.ActionState
+	// ACCEPTED alone: Hold's one event, whenever it runs.
+	filter := EventFilter{ActionNames: []string{"Hold"}, States: []echov1.ActionState{echov1.ActionState_ACTION_STATE_ACCEPTED}}
+	for event, err := range c.Events(ctx, filter) {
+		if err != nil {
+			if !errors.Is(err, ErrCancelled) {
+				t.Errorf("err = %v; want the test's own cancel", err)
+			}
+			break
+		}
+		states = append(states, event.GetState())
+	}
+	ms := time.Millisecond
+	if want := []time.Duration{ms, 2 * ms, 4 * ms, ms, 2 * ms}; !slices.Equal(delays, want) {
+		t.Errorf("delays = %v; want %v: heartbeats and ends do not start them again, the event does", delays, want)
+	}
+	if !slices.Equal(states, []echov1.ActionState{echov1.ActionState_ACTION_STATE_ACCEPTED}) {
+		t.Errorf("states = %v; want the one ACCEPTED", states)
+	}
+}
+
 func TestAStreamGivesUpAfterMaxAttemptsFailuresInARow(t *testing.T) {
 	c, err := Dial("127.0.0.1:1", WithReconnect(Backoff{Initial: time.Millisecond, MaxAttempts: 2}))
 	if err != nil {

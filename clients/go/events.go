@@ -75,9 +75,9 @@ func (c *Client) messages(ctx context.Context, filter EventFilter) iter.Seq2[*ec
 		if filter.AfterSequence != nil {
 			after = Ptr(*filter.AfterSequence)
 		}
-		failures := 0
+		var tries retries
 		for {
-			failure, done := c.followOnce(ctx, filter, &after, &failures, yield)
+			failure, done := c.followOnce(ctx, filter, &after, &tries, yield)
 			if done {
 				return
 			}
@@ -85,17 +85,29 @@ func (c *Client) messages(ctx context.Context, filter EventFilter) iter.Seq2[*ec
 				yield(nil, failure)
 				return
 			}
-			failures++
-			if failures > backoff.MaxAttempts {
+			tries.failures++
+			tries.attempt++
+			if tries.failures > backoff.MaxAttempts {
 				yield(nil, failure)
 				return
 			}
-			if err := sleep(ctx, max(failure.RetryDelay, backoff.Delay(failures, jitter()))); err != nil {
+			if err := c.opts.sleep(ctx, max(failure.RetryDelay, backoff.Delay(tries.attempt, jitter()))); err != nil {
 				yield(nil, toError(err))
 				return
 			}
 		}
 	}
+}
+
+// retries counts a stream's reconnects for its Backoff.
+type retries struct {
+	// failures since the last heartbeat or event; past MaxAttempts the
+	// stream gives up.
+	failures int
+	// attempt counts the reconnects since the last event; each waits longer.
+	// A server that ends every stream at once still sends a heartbeat
+	// first, so heartbeats must not start the delays again.
+	attempt int
 }
 
 // followOnce opens one stream and yields its messages, moving *after along.
@@ -105,7 +117,7 @@ func (c *Client) followOnce(
 	ctx context.Context,
 	filter EventFilter,
 	after **uint64,
-	failures *int,
+	tries *retries,
 	yield func(*echov1.StreamResponse, error) bool,
 ) (failure *Error, done bool) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -122,11 +134,12 @@ func (c *Client) followOnce(
 		if err != nil {
 			return asError(err), false
 		}
-		*failures = 0
 		switch kind := msg.GetKind().(type) {
 		case *echov1.StreamResponse_Event:
+			*tries = retries{}
 			*after = Ptr(kind.Event.GetSequence())
 		case *echov1.StreamResponse_Heartbeat:
+			tries.failures = 0
 			// The server's safe resume point: every matching event up to it
 			// was delivered, so a quiet or live stream resumes from there.
 			if last := kind.Heartbeat.GetLastSequence(); *after == nil || last > **after {

@@ -43,7 +43,8 @@ type fakeServer struct {
 	failNext       error
 	delay          time.Duration
 	endNext        *echov1.StreamEnd
-	openStreams    int // Stream handlers still running
+	endEvery       *echov1.StreamEnd // ends each Stream once it caught up
+	openStreams    int               // Stream handlers still running
 }
 
 type trackingListener struct {
@@ -336,13 +337,16 @@ func (f *fakeServer) follow(ctx context.Context, req *echov1.StreamRequest, next
 
 func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreamingServer[echov1.StreamResponse]) error {
 	md, _ := metadata.FromIncomingContext(stream.Context())
-	var end *echov1.StreamEnd
+	var end, every *echov1.StreamEnd
+	var backlog []*echov1.ActionEvent
 	defer f.set(func() { f.openStreams-- })
 	f.set(func() {
 		f.openStreams++
 		f.headers = append(f.headers, md)
 		f.streamRequests = append(f.streamRequests, req)
 		end, f.endNext = f.endNext, nil
+		every = f.endEvery
+		backlog = slices.Clone(f.events)
 	})
 	if err := checkStates(req, ""); err != nil {
 		return err
@@ -356,7 +360,40 @@ func (f *fakeServer) Stream(req *echov1.StreamRequest, stream grpc.ServerStreami
 	heartbeat := func(last uint64) error {
 		return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_Heartbeat{Heartbeat: &echov1.Heartbeat{LastSequence: last}}})
 	}
+	if every != nil {
+		return f.catchUpAndEnd(req, backlog, every, send, heartbeat, stream)
+	}
 	return f.follow(stream.Context(), req, f.position(req), send, heartbeat)
+}
+
+// catchUpAndEnd sends a heartbeat, the journaled events req asks for, and
+// end: a server that ends every stream once it caught up.
+func (f *fakeServer) catchUpAndEnd(
+	req *echov1.StreamRequest,
+	journal []*echov1.ActionEvent,
+	end *echov1.StreamEnd,
+	send func(*echov1.ActionEvent) error,
+	heartbeat func(uint64) error,
+	stream grpc.ServerStreamingServer[echov1.StreamResponse],
+) error {
+	head := uint64(len(journal))
+	from := head
+	if req.AfterSequence != nil {
+		from = min(req.GetAfterSequence(), head)
+	}
+	if err := heartbeat(from); err != nil {
+		return err
+	}
+	for _, e := range journal[from:] {
+		if matches(req, e) {
+			if err := send(e); err != nil {
+				return err
+			}
+		}
+	}
+	end = proto.Clone(end).(*echov1.StreamEnd)
+	end.LastSequence = head
+	return stream.Send(&echov1.StreamResponse{Kind: &echov1.StreamResponse_End{End: end}})
 }
 
 func (f *fakeServer) Connect(stream grpc.BidiStreamingServer[echov1.ConnectRequest, echov1.ConnectResponse]) error {
