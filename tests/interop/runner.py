@@ -394,6 +394,36 @@ class Runner:
         check(proxy.accepted >= 2, f"{proxy.accepted} connections: never reconnected")
         return f"{len(got)} events over {proxy.accepted} connections"
 
+    def state_filter(self, scenario: Scenario) -> str:
+        args = [arg(a) for a in scenario["args"]]
+        action_id = self.client.assign(scenario["action"], *args).action.id
+        states = {State(name.lower()) for name in scenario["states"]}
+        want = scenario["events"]
+        seen: list[Event] = []
+        with self.client.stream(
+            after=0, action_ids=[action_id], states=scenario["states"], timeout=WAIT
+        ) as events:
+            for event in events:
+                seen.append(event)
+                if len(seen) == len(want):
+                    break
+        # Every event of the action, now that it is final: those in the
+        # states asked for are what the stream had to deliver, no more.
+        journal = self.events_of(action_id)
+        matching = [e.sequence for e in journal if e.state in states]
+        got = [e.sequence for e in seen]
+        check(
+            got == matching, f"saw {got}, the journal's matching events are {matching}"
+        )
+        check(len(journal) > len(seen), f"the journal has only {len(journal)} events")
+        for i, (event, expect) in enumerate(zip(seen, want, strict=True)):
+            state = State(expect["state"].lower())
+            check(event.state is state, f"event {i}: {event.state}, want {state}")
+            if "result" in expect:
+                result = arg(expect["result"])
+                check(same(event.result, result), f"event {i}: {event.result!r}")
+        return f"{len(seen)} of the action's {len(journal)} events"
+
     def session(self, scenario: Scenario) -> str:
         with self.client.connect() as session:
             owners: dict[str, str] = {}
@@ -509,6 +539,7 @@ PLAYERS: dict[str, Callable[[Runner, Scenario], str]] = {
     "cancel": Runner.cancel,
     "deadline": Runner.deadline,
     "resume": Runner.resume,
+    "state_filter": Runner.state_filter,
     "session": Runner.session,
     "trace": Runner.trace,
 }

@@ -338,6 +338,33 @@ class Runner {
     return `${got.length} events over ${proxy.accepted} connections`;
   }
 
+  async stateFilter(scenario: Scenario): Promise<string> {
+    const { id } = await this.client.assign(scenario.action, scenario.args.map((a: Typed) => arg(a)));
+    const states = (scenario.states as string[]).map(stateOf);
+    const want = scenario.events as Scenario[];
+    const seen: ActionEvent[] = [];
+    for await (const event of this.client.events({ actionIds: [id], states, afterSequence: 0n, timeoutMs: WAIT_MS })) {
+      seen.push(event);
+      if (seen.length === want.length) break;
+    }
+    // Every event of the action, now that it is final: those in the states
+    // asked for are what the stream had to deliver, no more.
+    const journal = await this.eventsOf([id], 1);
+    const matching = journal.filter((e) => states.includes(e.state)).map((e) => e.sequence);
+    const got = seen.map((e) => e.sequence);
+    check(got.join() === matching.join(), `saw ${got}, the journal's matching events are ${matching}`);
+    check(journal.length > seen.length, `the journal has only ${journal.length} events`);
+    for (const [i, expect] of want.entries()) {
+      const event = seen[i];
+      check(event?.state === stateOf(expect.state), `event ${i}: ${event && ActionState[event.state]}, want ${expect.state}`);
+      if (expect.result !== undefined) {
+        const result = fromValue(event.result);
+        check(same(result, expected(expect.result)), `event ${i}: ${String(result)}`);
+      }
+    }
+    return `${seen.length} of the action's ${journal.length} events`;
+  }
+
   async session(scenario: Scenario): Promise<string> {
     const session = this.client.connect();
     try {
@@ -390,6 +417,7 @@ const KINDS: Record<string, (runner: Runner, scenario: Scenario) => Promise<stri
   cancel: (r, s) => r.cancel(s),
   deadline: (r, s) => r.deadline(s),
   resume: (r, s) => r.resume(s),
+  state_filter: (r, s) => r.stateFilter(s),
   session: (r, s) => r.session(s),
   trace: (r, s) => r.trace(s),
 };

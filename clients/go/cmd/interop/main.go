@@ -98,6 +98,8 @@ type scenario struct {
 	Assigns     []assignSpec    `json:"assigns"`
 	Bad         assignSpec      `json:"bad"`
 	Traceparent string          `json:"traceparent"`
+	States      []string        `json:"states"`
+	Events      []expectSpec    `json:"events"`
 }
 
 type mismatch struct{ message string }
@@ -538,6 +540,49 @@ func allOf(ids []string, set map[string]bool) bool {
 	return true
 }
 
+func (r *runner) stateFilter(s scenario) string {
+	ctx, cancel := timed()
+	defer cancel()
+	id := must(r.client.Assign(ctx, s.Action, args(s.Args, 0))).GetId()
+	states := make([]echov1.ActionState, len(s.States))
+	for i, name := range s.States {
+		states[i] = state(name)
+	}
+	var seen []*echov1.ActionEvent
+	filter := echo.EventFilter{ActionIDs: []string{id}, States: states, AfterSequence: echo.Ptr[uint64](0)}
+	for event, err := range r.client.Events(ctx, filter) {
+		if err != nil {
+			panic(err)
+		}
+		if seen = append(seen, event); len(seen) == len(s.Events) {
+			break
+		}
+	}
+	// Every event of the action, now that it is final: those in the states
+	// asked for are what the stream had to deliver, no more.
+	journal := eventsOf(r.client, []string{id}, 1)
+	var got, matching []uint64
+	for _, e := range seen {
+		got = append(got, e.GetSequence())
+	}
+	for _, e := range journal {
+		if slices.Contains(states, e.GetState()) {
+			matching = append(matching, e.GetSequence())
+		}
+	}
+	check(slices.Equal(got, matching), "saw %v, the journal's matching events are %v", got, matching)
+	check(len(journal) > len(seen), "the journal has only %d events", len(journal))
+	for i, expect := range s.Events {
+		event := seen[i]
+		check(event.GetState() == state(expect.State), "event %d: %s, want %s", i, event.GetState(), expect.State)
+		if expect.Result != nil {
+			result, want := echo.FromValue(event.GetResult()), arg(expect.Result, 0)
+			check(same(result, want), "event %d: %#v, want %#v", i, result, want)
+		}
+	}
+	return fmt.Sprintf("%d of the action's %d events", len(seen), len(journal))
+}
+
 func (r *runner) session(s scenario) string {
 	ctx, cancel := timed()
 	defer cancel()
@@ -592,7 +637,8 @@ func play(r *runner, s scenario) (detail string, err error) {
 	}()
 	kinds := map[string]func(scenario) string{
 		"run": r.run, "json": r.json, "bulk": r.bulk, "reject": r.reject, "cancel": r.cancel,
-		"deadline": r.deadline, "resume": r.resume, "session": r.session, "trace": r.trace,
+		"deadline": r.deadline, "resume": r.resume, "state_filter": r.stateFilter, "session": r.session,
+		"trace": r.trace,
 	}
 	kind, ok := kinds[s.Kind]
 	if !ok {
