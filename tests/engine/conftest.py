@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,19 @@ def events_until(
 
 def finished(action_id: str) -> Callable[[ActionEvent], bool]:
     return lambda e: e.action_id == action_id and e.state.finished
+
+
+def all_finished(action_ids: Iterable[str]) -> Callable[[ActionEvent], bool]:
+    """True at the event that finishes the last of ``action_ids``, in whatever
+    order they finish (concurrent actions need not finish in assign order)."""
+    waiting = set(action_ids)
+
+    def done(event: ActionEvent) -> bool:
+        if event.state.finished:
+            waiting.discard(event.action_id)
+        return not waiting
+
+    return done
 
 
 def state_is(action_id: str, state: State) -> Callable[[ActionEvent], bool]:

@@ -16,7 +16,7 @@ from echo_service.engine import (
 )
 from echo_service.store import Store
 
-from .conftest import WAIT, events_until, finished, state_is
+from .conftest import WAIT, all_finished, events_until, finished, state_is
 
 
 def gated_plan():
@@ -112,8 +112,7 @@ def test_an_async_assign_runs_though_its_caller_never_asks_for_the_answer(
     assert future is not None
     inserted = future.result(timeout=WAIT)
 
-    for i in inserted:
-        events_until(sub, finished(i.record.id))
+    events_until(sub, all_finished(i.record.id for i in inserted))
     assert sorted(ran) == [1, 2]
     assert engine.stats.in_flight == 0
 

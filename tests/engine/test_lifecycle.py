@@ -20,7 +20,7 @@ from echo_service.engine import (
     ValueType,
 )
 
-from .conftest import WAIT, events_until, finished, open_sqlite
+from .conftest import WAIT, all_finished, events_until, finished, open_sqlite
 
 
 def gate_plan():
@@ -167,8 +167,7 @@ def test_subscribe_after_replays_then_goes_live_without_gap_or_duplicate(
     engine = make_engine(plan)
     live = engine.subscribe()
     first = engine.assign([ActionSpec("echo", (i,)) for i in range(5)])
-    for a in first:
-        events_until(live, finished(a.action.id))
+    events_until(live, all_finished(a.action.id for a in first))
     midpoint = 3
     small = engine.subscribe(after=midpoint, buffer=2)  # overflows while replaying
     sub = engine.subscribe(after=midpoint)

@@ -20,7 +20,7 @@ from echo_service.engine import (
     ValueType,
 )
 
-from .conftest import WAIT, events_until, finished
+from .conftest import WAIT, all_finished, events_until, finished
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
@@ -172,8 +172,7 @@ def test_one_assign_call_makes_one_assign_span_that_all_its_actions_continue(
         )
     ]
     assigned = engine.assign(specs)
-    for a in assigned:
-        events_until(sub, finished(a.action.id))
+    events_until(sub, all_finished(a.action.id for a in assigned))
 
     spans = exporter.get_finished_spans()
     assigns = [s for s in spans if s.name == "echo.assign noop"]
