@@ -5,7 +5,9 @@ record`` (which launches it: attaching to a running process needs ptrace
 rights a sandbox may not grant), stops the profiler before the server so it
 writes its samples, and leaves beside them a summary: the functions that
 were on CPU themselves (self) and those under which the CPU time was spent
-(inclusive). Idle threads are not sampled, so the shares are of CPU time.
+(inclusive). py-spy leaves out threads it sees idle; a thread waiting in a
+C call that released the GIL (a selector, a sync) may still be counted, so
+read the shares as samples of threads at work, not of pure CPU time.
 """
 
 from __future__ import annotations
