@@ -27,26 +27,10 @@ from echo_client import (
 from opentelemetry.sdk.trace import TracerProvider
 
 from echo_service.server import EchoServer
-from tests.conftest import WAIT, Gates
+from tests.clients.python._both import KINDS, WAIT_TD, use_client
+from tests.conftest import Gates
 
 pytestmark = pytest.mark.timeout(60)
-
-WAIT_TD = timedelta(seconds=WAIT)
-KINDS = ["sync", "asyncio"]
-
-
-def _use(kind: str, address: str, use: Callable[[Any], Any]) -> Any:
-    """``use(client)`` with a client of ``kind``; for the asyncio client
-    ``use`` returns an awaitable, awaited on a loop of its own."""
-    if kind == "sync":
-        with Client(address, timeout=WAIT_TD) as client:
-            return use(client)
-
-    async def scenario() -> Any:
-        async with AsyncClient(address, timeout=WAIT_TD) as client:
-            return await use(client)
-
-    return asyncio.run(scenario())
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -55,14 +39,14 @@ def test_assign_stream_refuses_a_bad_value_before_calling(
 ) -> None:
     actions = [ActionRequest("Add", (1, 2)), ActionRequest("Add", ({1, 2}, 1))]
     with pytest.raises(TypeError, match="Json"):
-        _use(kind, server.address, lambda c: c.assign_stream(actions))
+        use_client(kind, server.address, lambda c: c.assign_stream(actions))
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_assign_stream_refuses_a_chunk_below_one(server: EchoServer, kind: str) -> None:
     actions = [ActionRequest("Add", (1, 2))]
     with pytest.raises(ValueError, match="chunk"):
-        _use(kind, server.address, lambda c: c.assign_stream(actions, chunk=0))
+        use_client(kind, server.address, lambda c: c.assign_stream(actions, chunk=0))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -71,7 +55,7 @@ def test_assign_stream_keeps_the_order_whatever_the_chunk(
     server: EchoServer, kind: str, chunk: int
 ) -> None:
     actions = [ActionRequest("Add", (i, 1)) for i in range(5)]
-    assigned = _use(
+    assigned = use_client(
         kind, server.address, lambda c: c.assign_stream(actions, chunk=chunk)
     )
     assert [a.action.args for a in assigned] == [(i, 1) for i in range(5)]
@@ -83,7 +67,7 @@ def test_a_refused_call_raises_the_same_error_with_its_violations(
     server: EchoServer, kind: str
 ) -> None:
     with pytest.raises(InvalidArgumentError) as caught:
-        _use(
+        use_client(
             kind,
             server.address,
             lambda c: c.assign("Add", 1, "two", options=Options(priority=0)),
@@ -98,7 +82,7 @@ def test_the_current_trace_context_is_sent_with_the_call(
 ) -> None:
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("caller") as span:
-        assigned = _use(kind, client.target, lambda c: c.assign("Add", 1, 2))
+        assigned = use_client(kind, client.target, lambda c: c.assign("Add", 1, 2))
     with client.stream(after=0, action_ids=[assigned.action.id]) as events:
         first = next(iter(events))
     assert first.trace_id == format(span.get_span_context().trace_id, "032x")
@@ -108,7 +92,7 @@ def test_the_current_trace_context_is_sent_with_the_call(
 def test_wait_returns_the_final_state_or_raises_at_its_deadline(
     client: Client, gates: Gates, kind: str
 ) -> None:
-    done = _use(
+    done = use_client(
         kind,
         client.target,
         lambda c: c.wait(client.assign("Echo", "hi").action.id, timeout=WAIT_TD),
@@ -117,7 +101,7 @@ def test_wait_returns_the_final_state_or_raises_at_its_deadline(
     blocked = client.assign("Block", f"wait-{kind}").action.id
     started = time.monotonic()
     with pytest.raises(DeadlineExceededError):
-        _use(
+        use_client(
             kind,
             client.target,
             lambda c: c.wait(blocked, timeout=timedelta(milliseconds=300)),
@@ -131,11 +115,11 @@ def test_shutdown_needs_the_admin_token_and_reports_what_runs(
 ) -> None:
     server = make_server(admin_token="t0ken")
     with pytest.raises(PermissionDeniedError):
-        _use(kind, server.address, lambda c: c.shutdown("wrong"))
+        use_client(kind, server.address, lambda c: c.shutdown("wrong"))
     with Client(server.address, timeout=WAIT_TD) as client:
         client.assign("Block", f"shut-{kind}")
     assert gates.wait_entered(f"shut-{kind}")
-    report = _use(
+    report = use_client(
         kind,
         server.address,
         lambda c: c.shutdown("t0ken", grace=timedelta(seconds=5)),
@@ -207,6 +191,6 @@ def test_a_stream_without_reconnect_ends_with_the_servers_final_end(
 
         return go()
 
-    seen, end = _use(kind, server.address, read)
+    seen, end = use_client(kind, server.address, read)
     assert seen == []
     assert end is not None and end.retryable

@@ -5,7 +5,6 @@ for them, and a state the server refuses is the client's
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +15,6 @@ import grpc.aio
 import pytest
 from echo_client import (
     FINAL_STATES,
-    AsyncClient,
     Backoff,
     Client,
     Event,
@@ -26,12 +24,10 @@ from echo_client import (
 from echo_client._proto.echo.v1 import action_pb2, echo_service_pb2
 
 from echo_service.server import EchoServer
-from tests.conftest import WAIT
+from tests.clients.python._both import KINDS, WAIT_TD, use_client
 
 pytestmark = pytest.mark.timeout(60)
 
-WAIT_TD = timedelta(seconds=WAIT)
-KINDS = ["sync", "asyncio"]
 FINAL_NUMBERS = [
     action_pb2.ACTION_STATE_SUCCEEDED,
     action_pb2.ACTION_STATE_FAILED,
@@ -64,20 +60,6 @@ class StreamRequests(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-
-
-def _use(kind: str, address: str, use: Callable[[Any], Any]) -> Any:
-    """``use(client)`` with a client of ``kind``; for the asyncio client
-    ``use`` returns an awaitable, awaited on a loop of its own."""
-    if kind == "sync":
-        with Client(address, timeout=WAIT_TD) as client:
-            return use(client)
-
-    async def scenario() -> Any:
-        async with AsyncClient(address, timeout=WAIT_TD) as client:
-            return await use(client)
-
-    return asyncio.run(scenario())
 
 
 def _until_finished(kind: str, events: Any) -> Any:
@@ -124,7 +106,7 @@ def test_a_stream_delivers_only_the_states_it_asks_for(
         )
         return _until_finished(kind, events)
 
-    seen = _use(kind, server.address, read)
+    seen = use_client(kind, server.address, read)
     assert [e.state for e in seen] == [State.RUNNING, State.SUCCEEDED]
     assert seen[-1].result == 42
 
@@ -147,7 +129,7 @@ def test_a_live_stream_of_final_states_sees_no_transition_first(
 
         return go()
 
-    seen = _use(kind, server.address, read)
+    seen = use_client(kind, server.address, read)
     assert [(e.state, e.result) for e in seen] == [(State.SUCCEEDED, 3)]
 
 
@@ -170,7 +152,7 @@ def test_a_state_the_server_refuses_ends_the_stream_with_invalid_argument(
 
         return go()
 
-    error, reconnects = _use(kind, server.address, read)
+    error, reconnects = use_client(kind, server.address, read)
     assert [v.field for v in error.field_violations] == ["states[1]"]
     assert reconnects == 0
 
@@ -230,7 +212,7 @@ def test_wait_asks_only_for_the_final_states_of_its_action(
 
         return go()
 
-    done = _use(kind, server.address, run)
+    done = use_client(kind, server.address, run)
     assert (done.state, done.result) == (State.SUCCEEDED, 42)
     [request] = recorded.seen
     assert list(request.action_ids) == [done.id]
