@@ -258,10 +258,11 @@ class Session:
     async def _read(
         self, requests: AsyncIterator[echo_service_pb2.ConnectRequest]
     ) -> None:
-        """Handle requests until the client half-closes. A request stream
-        that breaks (a transport error, a frame gRPC could not read, a
-        cancellation not of our making) ends the session at once with
-        UNAVAILABLE rather than leave the call open until its deadline."""
+        """Handle requests until the client half-closes. A frame that is
+        not a ConnectRequest ends the session at once with INVALID_ARGUMENT;
+        a request stream that breaks otherwise (a transport error, a
+        cancellation not of our making) with UNAVAILABLE, rather than leave
+        the call open until its deadline."""
         iterator = aiter(requests)
         while True:
             try:
@@ -273,6 +274,10 @@ class Session:
                     raise
                 logger.info("Connect: the request stream was cancelled")
                 self._fail(errors.Unavailable("the request stream was cancelled"))
+                return
+            except InvalidArgument as exc:  # a frame that is no ConnectRequest
+                logger.info("Connect: %s", exc)
+                self._fail(exc)
                 return
             except Exception as exc:
                 logger.info("Connect: reading requests failed: %r", exc)

@@ -7,8 +7,7 @@ handler receives the raw bytes through an identity deserializer, decodes
 them here, and a message that does not parse is refused as
 INVALID_ARGUMENT naming the expected type. For streamed requests the
 decoding error is raised from the request iterator as
-``errors.InvalidArgument``, which the servicer maps like any other; a
-bidirectional call is ended with INVALID_ARGUMENT from the iterator itself.
+``errors.InvalidArgument``, which the servicer maps like any other.
 
 It runs innermost (after authentication), so nothing is parsed for a caller
 without a valid token.
@@ -16,7 +15,6 @@ without a valid token.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -114,34 +112,15 @@ def _streamed(
             return handler
 
         async def both(requests: AsyncIterator[bytes], context: Any) -> Any:
-            # A session reads its requests in a task of its own, where an
-            # exception would be lost and the call left open. So the reader
-            # records the problem and cancels this (the call's) task, which
-            # then ends the call itself: only the call's task may abort it,
-            # as a second task's abort races the call's own writes.
-            call = asyncio.current_task()
-            assert call is not None
-            failure: list[errors.InvalidArgument] = []
-
-            async def checked() -> AsyncIterator[Any]:
-                async for raw in requests:
-                    try:
-                        item = _decode(deserialize, raw, method)
-                    except errors.InvalidArgument as exc:
-                        failure.append(exc)
-                        call.cancel()
-                        return
-                    yield item
-
-            try:
-                async for item in behavior(checked(), context):
-                    yield item
-            except asyncio.CancelledError:
-                if not failure:
-                    raise
-                call.uncancel()
-            if failure:
-                await _refuse(context, failure[0], method)
+            # The decoding error is raised from the request iterator. A
+            # handler that reads its requests in a task of its own must end
+            # the call with that error from the call's task (Connect's
+            # session does: see ``Session._read``). Cancelling the call's
+            # task from the reader instead would race the call's own
+            # writes: a cancel that lands inside grpc's send of a response
+            # ends the handler without any status, and the call stays open.
+            async for item in behavior(decoded(requests), context):
+                yield item
 
         return grpc.stream_stream_rpc_method_handler(
             both, response_serializer=serializer

@@ -250,3 +250,20 @@ def test_without_the_token_every_rpc_is_unauthenticated_whatever_the_bytes(
             )
 
         check()
+
+
+def test_a_bad_frame_right_after_an_answered_request_ends_connect_at_once(
+    fuzzed: tuple[EchoServer, grpc.Channel],
+) -> None:
+    _, channel = fuzzed
+    connect = channel.stream_stream(f"/{SERVICE.full_name}/Connect")
+    valid = echo_service_pb2.ConnectRequest(request_id="r1").SerializeToString()
+    # The bad frame arrives while the session is writing the answer to the
+    # valid one: the session must still end with a status, not stay open.
+    for _ in range(20):
+        call = connect(iter([valid, b"\xff\xfe\xfd"]), timeout=WAIT)
+        with pytest.raises(grpc.RpcError) as ended:
+            for _ in call:
+                pass
+        assert ended.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid Connect request" in (ended.value.details() or "")
