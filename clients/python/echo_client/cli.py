@@ -67,7 +67,8 @@ OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_UINT64_MAX = 2**64 - 1
+# Sequences are uint64 on the wire; the journal numbers them as int64.
+_SEQUENCE_MAX = 2**63 - 1
 _MAX_SECONDS = 315_576_000_000.0
 """The longest ``google.protobuf.Duration`` (10,000 years); also caps
 ``--timeout``, which a longer value would overflow."""
@@ -157,6 +158,12 @@ class _Settings:
 
 def _note(text: str) -> None:
     print(f"echoctl: {text}", file=sys.stderr, flush=True)
+
+
+def _line_span(batch: list[ParsedLine]) -> str:
+    """``line 3`` or ``lines 3-9``: the input lines a batch came from."""
+    first, last = batch[0].number, batch[-1].number
+    return f"line {first}" if first == last else f"lines {first}-{last}"
 
 
 def _out(body: object) -> None:
@@ -367,7 +374,7 @@ def stream(  # noqa: PLR0917 - typer maps each parameter to a flag
         typer.Option(
             help="Replay events after this sequence first (0: all).",
             min=0,
-            max=_UINT64_MAX,
+            max=_SEQUENCE_MAX,
         ),
     ] = None,
     action_id: Annotated[
@@ -743,8 +750,9 @@ class _Bulk:
         self, client: AsyncClient, batch: list[ParsedLine]
     ) -> list[tuple[int, Assigned]]:
         """AssignMany with retries: after the server's hint when its queue is
-        full, with backoff when it is unavailable, and once without the lines
-        it refused as invalid (a batch is all or none)."""
+        full, with backoff when it is unavailable, once without the lines it
+        refused as invalid (a batch is all or none), and in halves when it
+        was too large for the server's message limit."""
         backoff = Backoff(initial=timedelta(milliseconds=200))
         while batch:
             try:
@@ -753,14 +761,14 @@ class _Bulk:
             except InvalidArgumentError as exc:
                 bad = self._refused_lines(batch, exc)
                 if not bad:
-                    for line in batch:
-                        _note(f"line {line.number}: refused: {exc.message}")
+                    _note(f"{_line_span(batch)}: refused: {exc.message}")
                     self._fail()
                     return []
                 batch = [p for i, p in enumerate(batch) if i not in bad]
             except ResourceExhaustedError as exc:
-                delay = exc.retry_delay or timedelta(seconds=1)
-                seconds = delay.total_seconds()
+                if exc.retry_delay is None:  # no queue hint: the call was too big
+                    return await self._in_halves(client, batch, exc)
+                seconds = exc.retry_delay.total_seconds()
                 _note(f"the server's queue is full; retrying in {seconds:g}s")
                 await asyncio.sleep(seconds)
             except UnavailableError as exc:
@@ -770,6 +778,19 @@ class _Bulk:
                 _note(f"the server is unavailable ({exc.message}); retrying")
                 await asyncio.sleep(pause)
         return []
+
+    async def _in_halves(
+        self, client: AsyncClient, batch: list[ParsedLine], exc: EchoError
+    ) -> list[tuple[int, Assigned]]:
+        """A batch over the server's message limit, sent again as two halves
+        until each fits; one line that alone is too big is refused."""
+        if len(batch) == 1:
+            _note(f"line {batch[0].number}: refused: {exc.message}")
+            self._fail()
+            return []
+        half = len(batch) // 2
+        first = await self._assign_chunk(client, batch[:half])
+        return first + await self._assign_chunk(client, batch[half:])
 
     def _refused_lines(self, batch: list[ParsedLine], error: EchoError) -> set[int]:
         bad: dict[int, list[str]] = {}

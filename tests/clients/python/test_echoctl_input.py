@@ -77,7 +77,7 @@ def test_priority_at_the_int32_edges_is_accepted(server: EchoServer) -> None:
     [
         (["--timeout", "1e30", "signatures"], "--timeout"),
         (["--timeout", "nan", "signatures"], "--timeout"),
-        (["stream", "--after", str(2**64)], "--after"),
+        (["stream", "--after", str(2**63)], "--after"),
         (["stream", "--count", "0"], "--count"),
         (["shutdown", "--admin-token", "x", "--grace", "1e30"], "--grace"),
     ],
@@ -268,3 +268,23 @@ def test_ctrl_c_ends_an_idle_stream_with_130_and_no_traceback(
                 process.wait(timeout=WAIT)
     assert process.returncode == 130
     assert err == ""
+
+
+def test_a_batch_over_the_message_limit_is_sent_in_halves_and_a_huge_line_refused(
+    make_server: Callable[..., EchoServer], tmp_path: Path
+) -> None:
+    server = make_server(max_message_bytes=64 * 1024)
+    lines = [{"name": "Echo", "args": [f"{i:04d}" + "x" * 4000]} for i in range(40)]
+    lines.insert(7, {"name": "Echo", "args": ["y" * 100_000]})
+    source = tmp_path / "big.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    run = echoctl(server.address, "assign", "--from", str(source), "--wait")
+
+    assert run.code == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    [refused] = run.stderr.splitlines()
+    assert refused.startswith("echoctl: line 8: refused:"), refused
+    outcomes = [json.loads(line) for line in run.stdout.splitlines()]
+    assert sorted(o["line"] for o in outcomes) == [n for n in range(1, 42) if n != 8]
+    assert all(o["state"] == "succeeded" for o in outcomes), outcomes
