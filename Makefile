@@ -9,8 +9,11 @@ PYTHON  ?= python3
 
 .PHONY: serve test setup generate lint check-generated tools
 
+# The file plan lets every client read and write all under its root: serve a
+# folder of its own, never the checkout with the service's code and .venv.
 serve: $(STAMP)
-	$(BIN)/echo-service serve
+	mkdir -p files
+	$(BIN)/echo-service serve --root files
 
 test: $(STAMP) tools
 	$(MAKE) --no-print-directory lint
