@@ -35,6 +35,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,8 @@ from echo_client._values import Json
 __all__ = ["LineError", "coerce_words", "dumps", "parse_line"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# What a shell user means by an integer: no spaces, no "1_000", no "0x10".
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 
@@ -120,6 +123,8 @@ def _from_text(word: str, kind: str, param: str) -> object:
         if kind == "string":
             return word
         if kind == "int":
+            if not _DECIMAL.fullmatch(word):
+                raise ValueError(f"not a decimal integer: {word!r}")
             return _int64(int(word))
         if kind == "double":
             return float(word)

@@ -668,6 +668,7 @@ class _Bulk:
         self._pending: dict[str, int] = {}  # action id -> its first line
         self._finals: dict[str, Event] = {}  # ended before their assign answered
         self._reported: set[str] = set()
+        self._first_line: dict[str, int] = {}  # action id -> its first line
         self._assigning = True
         self._all_done = asyncio.Event()
         self._progress: _Progress | None = None
@@ -811,8 +812,14 @@ class _Bulk:
         if not self._wait:
             _out(_accepted(assigned, line))
             return
-        if action.id in self._reported or action.id in self._pending:
-            self._progress_advance()  # a duplicate line: one outcome per action
+        first = self._first_line.setdefault(action.id, line)
+        if first != line:  # a repeat: one outcome per action, said so
+            _note(
+                f"line {line}: the action of line {first} again (same "
+                "idempotency key); its outcome is reported once, for line "
+                f"{first}"
+            )
+            self._progress_advance()
             return
         if action.finished:
             self._report_action(action, line)

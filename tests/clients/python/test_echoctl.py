@@ -179,6 +179,8 @@ def test_duplicate_lines_by_idempotency_key_give_one_outcome(
     assert run.code == 0, run.stderr
     [outcome] = run.lines
     assert outcome["result"] == 10
+    assert outcome["line"] == 1
+    assert "line 2: the action of line 1 again" in run.stderr
 
 
 def test_cancel_prints_the_action_and_a_second_cancel_fails(

@@ -108,6 +108,12 @@ def test_an_int_argument_outside_64_bits_is_refused_before_sending(
     assert_clean(run, 1, "a (int)", "64-bit")
 
 
+@pytest.mark.parametrize("word", ["two", " 7", "1_000", "0x10", "7.0", ""])
+def test_an_int_argument_must_be_a_plain_decimal(server: EchoServer, word: str) -> None:
+    run = echoctl(server.address, "assign", "Add", word, "1")
+    assert_clean(run, 1, "a (int)", "not a decimal integer")
+
+
 def test_nan_is_not_sent_as_json(server: EchoServer) -> None:
     assert_clean(echoctl(server.address, "assign", "Json", "NaN"), 1, "value (json)")
 
