@@ -641,6 +641,13 @@ class ActionProcessor:
         return self._timers.call_at(when, lambda: token.cancel(cause))
 
     def _run_coroutine(self, coro: Any, token: CancellationToken) -> object:
+        """Run a coroutine handler to its end on this worker's own loop.
+
+        Known shortcoming: the worker is held while the coroutine awaits, so
+        coroutine handlers get no more concurrency than blocking ones; one
+        loop shared by all workers, with the attempt finished from a done
+        callback, would free it.
+        """
         loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
         if loop is None:
             loop = asyncio.new_event_loop()
