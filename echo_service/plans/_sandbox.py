@@ -218,7 +218,9 @@ class Sandbox:
     def stat(self, path: str) -> dict[str, object]:
         """Describe the entry itself; a symlink is reported, not followed."""
         with self._guard(path), ExitStack() as fds:
-            entry = self._walk(path, fds, final="entry")
+            # "name/" names a directory, as it does for stat(2).
+            last = "dir" if path.endswith("/") else "entry"
+            entry = self._walk(path, fds, final=last)
             if entry.name:
                 st = os.stat(entry.name, dir_fd=entry.parent, follow_symlinks=False)
                 self._refuse_reserved(st, path)
@@ -296,6 +298,10 @@ class Sandbox:
         ``"entry"`` neither follows nor opens. The returned entry's ``parent``
         is the opened file or directory for ``"file"`` and ``"dir"``.
         """
+        if path.endswith("/") and final in ("file", "write"):
+            raise NotADirectoryError(
+                errno.ENOTDIR, "a path ending in / names a directory", path
+            )
         reserved = self._reserved_ids()
         root = os.open(self._root, _DIR_FLAGS)
         fds.callback(os.close, root)

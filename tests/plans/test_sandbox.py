@@ -44,6 +44,23 @@ def test_read_returns_a_files_text(tree: tuple[Path, Path]) -> None:
     assert box.read("sub/../hello.txt") == "hello"
 
 
+def test_a_trailing_slash_names_a_directory(tree: tuple[Path, Path]) -> None:
+    root, _ = tree
+    box = Sandbox(root)
+    assert box.stat("sub/")["type"] == "directory"
+    for call in (
+        lambda: box.stat("hello.txt/"),
+        lambda: box.read("hello.txt/"),
+        lambda: box.hash("hello.txt/"),
+        lambda: box.write("fresh/", b"x"),
+        lambda: box.write("hello.txt/", b"x"),
+    ):
+        with pytest.raises(NonRetryable, match="directory"):
+            call()
+    assert not (root / "fresh").exists()
+    assert (root / "hello.txt").read_text() == "hello"
+
+
 @pytest.mark.parametrize(
     "path",
     ["../outside/secret.txt", "sub/../../outside/secret.txt", "..", "sub/../.."],
