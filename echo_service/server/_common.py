@@ -106,8 +106,8 @@ def heartbeat_interval(
 
 
 def stream_filters(request: echo_service_pb2.StreamRequest, path: str) -> StreamFilter:
-    """The request's filters, checked: no empty entry, no unknown state, and
-    a bounded count of each."""
+    """The request's filters, checked: no empty entry, ids as ``require_id``
+    wants them, no unknown state, and a bounded count of each."""
     violations = []
     for name in ("action_ids", "action_names"):
         values = getattr(request, name)
@@ -118,8 +118,9 @@ def stream_filters(request: echo_service_pb2.StreamRequest, path: str) -> Stream
                 )
             )
         for i, value in enumerate(values):
-            if not value:
-                violations.append(FieldViolation(_join(path, f"{name}[{i}]"), "empty"))
+            problem = _filter_entry_problem(value, ids=name == "action_ids")
+            if problem is not None:
+                violations.append(FieldViolation(_join(path, f"{name}[{i}]"), problem))
     states = []
     for i, value in enumerate(request.states):
         state = STATES_FROM_PROTO.get(value)
@@ -138,15 +139,23 @@ def stream_filters(request: echo_service_pb2.StreamRequest, path: str) -> Stream
     )
 
 
+def _filter_entry_problem(value: str, *, ids: bool) -> str | None:
+    if not value:
+        return "empty"
+    return _id_problem(value) if ids else None
+
+
+def _id_problem(action_id: str) -> str | None:
+    if len(action_id.encode()) > MAX_ID_BYTES:
+        return f"longer than {MAX_ID_BYTES} bytes"
+    if not action_id.isprintable():
+        return "must be printable"
+    return None
+
+
 def require_id(action_id: str, field: str) -> None:
     """An action id as a request names it: present, short and printable."""
-    problem = None
-    if not action_id:
-        problem = "required"
-    elif len(action_id.encode()) > MAX_ID_BYTES:
-        problem = f"longer than {MAX_ID_BYTES} bytes"
-    elif not action_id.isprintable():
-        problem = "must be printable"
+    problem = _id_problem(action_id) if action_id else "required"
     if problem is not None:
         raise InvalidArgument("bad action id", [FieldViolation(field, problem)])
 

@@ -203,6 +203,24 @@ def test_an_unknown_state_in_the_filter_is_invalid_and_named(
     assert field in _violations(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"action_ids": ["ok", ""]}, "action_ids[1]"),
+        ({"action_ids": ["x" * 129]}, "action_ids[0]"),
+        ({"action_ids": ["tab\there"]}, "action_ids[0]"),
+        ({"action_names": ["Echo", ""]}, "action_names[1]"),
+    ],
+)
+def test_a_filter_entry_no_request_could_name_is_invalid_and_named(
+    stub: echo_service_pb2_grpc.EchoServiceStub, fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        next(stub.Stream(_request(**fields), timeout=WAIT))
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in _violations(raised.value)
+
+
 def test_an_idle_stream_gets_heartbeats_at_the_asked_interval(
     stub: echo_service_pb2_grpc.EchoServiceStub,
 ) -> None:
