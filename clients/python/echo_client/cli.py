@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -72,6 +73,24 @@ _SEQUENCE_MAX = 2**63 - 1
 _MAX_SECONDS = 315_576_000_000.0
 """The longest ``google.protobuf.Duration`` (10,000 years); also caps
 ``--timeout``, which a longer value would overflow."""
+
+
+def _seconds(least: float) -> Callable[[str], float]:
+    """A flag's parser for a finite count of seconds from ``least`` up."""
+
+    def parse(text: str | float) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number of seconds") from None
+        if not (math.isfinite(value) and least <= value <= _MAX_SECONDS):
+            raise typer.BadParameter(
+                f"{text!r}: seconds from {least:g} to {_MAX_SECONDS:.0f}"
+            )
+        return value
+
+    return parse
+
 
 # Typer has shipped click both as a dependency and vendored; the public
 # BadParameter names the base classes either way.
@@ -228,7 +247,7 @@ def _options(  # noqa: PLR0917 - typer maps each parameter to a flag
     ] = DEFAULT_TARGET,
     timeout: Annotated[
         float,
-        typer.Option(help="Seconds each call may take.", min=0.001, max=_MAX_SECONDS),
+        typer.Option(help="Seconds each call may take.", parser=_seconds(0.001)),
     ] = 30.0,
     auth_token: Annotated[
         str | None,
@@ -348,7 +367,7 @@ def shutdown(
     ] = "",
     grace: Annotated[
         float | None,
-        typer.Option(help="Seconds running actions may take.", min=0, max=_MAX_SECONDS),
+        typer.Option(help="Seconds running actions may take.", parser=_seconds(0)),
     ] = None,
 ) -> None:
     """Ask the server to drain and stop; needs its admin token."""
@@ -469,9 +488,7 @@ def assign(  # noqa: PLR0917 - typer maps each parameter to a flag
     ] = False,
     delay: Annotated[
         float | None,
-        typer.Option(
-            help="Seconds before the action may run.", min=0, max=_MAX_SECONDS
-        ),
+        typer.Option(help="Seconds before the action may run.", parser=_seconds(0)),
     ] = None,
     priority: Annotated[
         int | None,
