@@ -546,10 +546,20 @@ class Engine:
             violations.extend(bad)
         if violations:
             raise errors.InvalidArgument("invalid actions", violations)
+        if len(checked) > self._max_waiting:
+            # Never fits, however long the caller waits: not a full queue.
+            why = (
+                f"a batch of {len(checked)} actions is more than the queue holds "
+                f"({self._max_waiting}); send at most {self._max_waiting} at once"
+            )
+            field = prefixes[0].rpartition("[")[0] or prefixes[0]
+            raise errors.InvalidArgument(why, [FieldViolation(field, why)])
         with self._waiting_lock:
             if self._waiting + len(checked) > self._max_waiting:
                 raise errors.QueueFull(
-                    f"{self._waiting} actions wait already", retry_after=_RETRY_HINT
+                    f"the queue is full: {self._waiting} of {self._max_waiting} "
+                    f"actions wait; {len(checked)} more do not fit",
+                    retry_after=_RETRY_HINT,
                 )
         now = self._clock.now()
         news, stored = self._prepare_all(checked, now, parent_id, keys)

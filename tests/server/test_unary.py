@@ -13,6 +13,7 @@ from echo_client import (
     ActionRequest,
     Client,
     FailedPreconditionError,
+    InvalidArgumentError,
     Json,
     NotFoundError,
     Options,
@@ -526,6 +527,21 @@ def test_a_full_queue_is_resource_exhausted_with_a_retry_hint(
             client.assign("Add", 1, 2)
     assert caught.value.retry_delay is not None
     assert caught.value.retry_delay > timedelta(0)
+
+
+def test_a_batch_larger_than_the_queue_is_invalid_not_a_full_queue(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server(max_waiting=3)
+    with Client(server.address, timeout=WAIT_TD) as client:
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.assign_many([ActionRequest("Add", (1, i)) for i in range(4)])
+        assert caught.value.retry_delay is None
+        [violation] = caught.value.field_violations
+        assert violation.field == "actions"
+        assert "at most 3" in violation.description
+        # A batch that fits is taken.
+        assert len(client.assign_many([ActionRequest("Add", (1, 2))] * 3)) == 3
 
 
 def test_assigns_while_draining_are_unavailable_with_a_retry_hint(
