@@ -18,6 +18,7 @@ from echo_service._proto.echo.v1 import (
     echo_service_pb2,
     echo_service_pb2_grpc,
 )
+from echo_service.errors import StoreError
 from echo_service.server import EchoServer
 from echo_service.store import MemoryStore
 from tests.conftest import WAIT, Gates, wait_until
@@ -444,3 +445,27 @@ def test_a_stream_waiting_for_the_journal_head_holds_no_other_call(
         assert not reader.is_alive()
         assert first
         stream.cancel()
+
+
+class _BrokenReplay(MemoryStore):
+    """A journal whose event pages cannot be read, as a corrupt file's."""
+
+    def events_after(self, sequence: int, **kw: object) -> list:  # type: ignore[override]
+        raise StoreError("journal pages unreadable")
+
+
+def test_a_journal_that_fails_a_replay_ends_the_stream_internal_not_unknown(
+    make_server: Callable[..., EchoServer],
+) -> None:
+    server = make_server(journal=_BrokenReplay())
+    with grpc.insecure_channel(server.address) as channel:
+        stub = echo_service_pb2_grpc.EchoServiceStub(channel)
+        call = stub.Stream(
+            echo_service_pb2.StreamRequest(after_sequence=0), timeout=WAIT
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            for _ in call:
+                pass
+    assert caught.value.code() is grpc.StatusCode.INTERNAL
+    details = caught.value.details() or ""
+    assert "StoreError" not in details and "unreadable" not in details
