@@ -4,7 +4,9 @@
 environment variables and a TOML file (``--config``), in that order of
 precedence (see ``echo_service.config``). Once it listens it
 writes one line to stderr, ``echo-service listening on HOST:PORT``, which is
-how a script that asked for port 0 learns the port.
+how a script that asked for port 0 learns the port. With ``--log-json`` the
+same words come as the ``message`` of a JSON log line instead, so that every
+line on stderr is JSON.
 
 SIGTERM or SIGINT drains the service in the documented order (health
 NOT_SERVING, assigns refused, running work finishes within the grace, streams
@@ -459,9 +461,12 @@ def _serve(config: Config, *, build: Callable[[], EchoServer]) -> int:
             logger.debug("start failed", exc_info=True)
             typer.echo(f"echo-service: cannot start: {exc}", err=True)
             return 1
-        print(
-            f"echo-service listening on {server.address}", file=sys.stderr, flush=True
-        )
+        if not config.log_json:  # with JSON logs, the server's own record says it
+            print(
+                f"echo-service listening on {server.address}",
+                file=sys.stderr,
+                flush=True,
+            )
         # Wait for a signal or for the Shutdown RPC, whichever comes first.
         while not stop.wait(0.25):
             if server.wait(timedelta(0)):

@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-_LISTENING = re.compile(r"^echo-service listening on (\S+)$", re.MULTILINE)
+# A line of its own, or the message of a JSON log line (--log-json).
+_LISTENING = re.compile(r"echo-service listening on ([^\s\"]+)")
 
 
 class Service:

@@ -314,3 +314,13 @@ def test_every_flag_and_variable_the_operators_guide_names_exists() -> None:
     assert {
         v for v in variables if v.removeprefix("ECHO_").lower() not in fields
     } == set()
+
+
+def test_with_json_logs_every_line_on_stderr_is_json(tmp_path: Path) -> None:
+    with Service(tmp_path, "--store", "memory", "--port", "0", "--log-json") as service:
+        assert service.terminate() == 0
+    lines = service.log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert any(
+        r["message"] == f"echo-service listening on {service.address}" for r in records
+    )
