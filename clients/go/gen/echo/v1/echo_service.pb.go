@@ -988,7 +988,9 @@ func (*ConnectResponse_Subscribed) isConnectResponse_Kind() {}
 // Subscribed confirms a subscription.
 type Subscribed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The highest sequence committed when the subscription started. Output only.
+	// Where the subscription starts: every matching event above this sequence
+	// will be sent. With after_sequence set it is that number; without, the
+	// highest sequence committed when the subscription started. Output only.
 	LastSequence  uint64 `protobuf:"varint,1,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

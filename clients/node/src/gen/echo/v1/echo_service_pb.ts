@@ -493,7 +493,9 @@ export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
  */
 export type Subscribed = Message<"echo.v1.Subscribed"> & {
   /**
-   * The highest sequence committed when the subscription started. Output only.
+   * Where the subscription starts: every matching event above this sequence
+   * will be sent. With after_sequence set it is that number; without, the
+   * highest sequence committed when the subscription started. Output only.
    *
    * @generated from field: uint64 last_sequence = 1;
    */
