@@ -210,9 +210,17 @@ def _check_pair(cert: Path, key: Path) -> None:
             raise TLSConfigError(
                 f"the TLS key {key} does not belong to the certificate {cert}"
             ) from exc
-        raise TLSConfigError(
-            f"the TLS certificate {cert} or key {key} is not valid PEM: {exc.reason}"
-        ) from exc
+        raise TLSConfigError(_which_pem_is_bad(cert, key, exc)) from exc
+
+
+def _which_pem_is_bad(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    """Name the file OpenSSL refused, by the PEM block each should hold."""
+    why = exc.reason or exc.strerror or str(exc)
+    if b"-----BEGIN CERTIFICATE-----" not in cert.read_bytes():
+        return f"the TLS certificate {cert} holds no PEM certificate ({why})"
+    if b"PRIVATE KEY-----" not in key.read_bytes():
+        return f"the TLS key {key} holds no PEM private key ({why})"
+    return f"the TLS certificate {cert} or key {key} is not valid PEM ({why})"
 
 
 def _check_ca(path: Path, what: str) -> None:

@@ -201,7 +201,8 @@ class EchoServicer(echo_service_pb2_grpc.EchoServiceServicer):
             )
         if count > self._rt.config.max_batch:
             raise InvalidArgument(
-                "too many actions",
+                f"too many actions: {count}, at most {self._rt.config.max_batch} a "
+                "call",
                 [
                     FieldViolation(
                         "actions", f"at most {self._rt.config.max_batch} actions a call"

@@ -335,6 +335,21 @@ def test_an_encrypted_key_is_reported_instead_of_prompting_for_a_passphrase(
         server_credentials(leaf.cert, locked)
 
 
+def test_a_certificate_or_key_that_is_not_pem_is_named_at_start(
+    pki: tuple[Authority, Issued, Issued], tmp_path: Path
+) -> None:
+    _, leaf, _ = pki
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not pem at all\n")
+    with pytest.raises(TLSConfigError) as bad_cert:
+        server_credentials(garbage, leaf.key)
+    assert f"certificate {garbage} holds no PEM certificate" in str(bad_cert.value)
+    with pytest.raises(TLSConfigError) as bad_key:
+        server_credentials(leaf.cert, garbage)
+    assert f"key {garbage} holds no PEM private key" in str(bad_key.value)
+    assert "None" not in str(bad_cert.value) + str(bad_key.value)
+
+
 def test_a_client_ca_file_that_is_not_pem_is_reported_at_start(
     pki: tuple[Authority, Issued, Issued], tmp_path: Path
 ) -> None:
