@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import re
 import sys
@@ -890,8 +891,23 @@ def _usage(error: Exception) -> int:
     return USAGE
 
 
+def _say_reconnects() -> None:
+    """The client library logs each reopened event stream; a person at the
+    terminal should see it too, not a stream silently waiting."""
+    library = logging.getLogger("echo_client")
+    if any(getattr(h, "echoctl", False) for h in library.handlers):
+        return  # main() run again in one process
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("echoctl: %(message)s"))
+    handler.echoctl = True  # type: ignore[attr-defined]
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
+    library.propagate = False
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     """The ``echoctl`` console script."""
+    _say_reconnects()
     command = typer.main.get_command(app)
     try:
         status = command.main(

@@ -17,7 +17,7 @@ from echo_client import Client
 
 from echo_service.server import EchoServer
 from tests.clients.python.test_echoctl import ECHOCTL, Run, echoctl
-from tests.conftest import WAIT
+from tests.conftest import WAIT, wait_until
 from tests.interop.plan import plan as interop_plan
 
 pytestmark = pytest.mark.timeout(90)
@@ -294,3 +294,25 @@ def test_a_batch_over_the_message_limit_is_sent_in_halves_and_a_huge_line_refuse
     outcomes = [json.loads(line) for line in run.stdout.splitlines()]
     assert sorted(o["line"] for o in outcomes) == [n for n in range(1, 42) if n != 8]
     assert all(o["state"] == "succeeded" for o in outcomes), outcomes
+
+
+def test_a_stream_whose_server_goes_away_says_it_reconnects(
+    make_server: Callable[..., EchoServer], tmp_path: Path
+) -> None:
+    server = make_server()
+    err = tmp_path / "stderr.txt"
+    environ = {**os.environ, "ECHO_TARGET": server.address}
+    with (
+        err.open("w") as sink,
+        subprocess.Popen(
+            [ECHOCTL, "stream"], stdout=subprocess.DEVNULL, stderr=sink, env=environ
+        ) as process,
+    ):
+        try:
+            assert wait_until(lambda: server.open_streams == 1)
+            server.stop()
+            assert wait_until(lambda: "event stream reopens" in err.read_text())
+        finally:
+            process.kill()
+            process.wait(timeout=WAIT)
+    assert err.read_text().startswith("echoctl: event stream reopens in ")
