@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from echo_service._proto.echo.v1 import echo_service_pb2
+from echo_service.engine._engine import _SETTLE as ENGINE_SETTLE
 from echo_service.server._mesh import KNOWN_SETTINGS, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,8 +76,11 @@ def test_probes_are_native_grpc_on_the_grpc_port(container: dict[str, Any]) -> N
 def test_the_pod_outlives_its_own_drain(
     pod: dict[str, Any], settings: dict[str, str]
 ) -> None:
+    # Cancelled attempts settle, and a handler deaf to its token is waited
+    # for, one engine settling period each (docs/operators.md, Deployment).
     stop = (
         parse_duration(settings["ECHO_DRAIN_GRACE"])
+        + 2 * ENGINE_SETTLE
         + parse_duration(settings["ECHO_STOP_TIMEOUT"])
         + TELEMETRY_FLUSH
     )
